@@ -1,0 +1,1 @@
+"""mimamori.edge"""

@@ -1,0 +1,5 @@
+import sys
+
+from mimamori.cli import main
+
+sys.exit(main())
