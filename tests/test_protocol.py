@@ -9,8 +9,6 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from mimamori import protocol
 from mimamori.protocol import (
     Alert,
     AlertBatch,
@@ -24,6 +22,8 @@ from mimamori.protocol import (
 )
 from mimamori.protocol.codec import MAX_DECOMPRESSED, MAX_PAYLOAD, ZSTD_MAGIC
 from mimamori.protocol.sequence import next_start, ranges, time_floor
+
+from mimamori import protocol
 
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,20}\Z")
 seqs = st.integers(min_value=0, max_value=2**63 - 1)
@@ -180,3 +180,34 @@ def test_public_names_are_complete() -> None:
     public = {n for n in dir(protocol) if not n.startswith("_")}
     modules = {"codec", "errors", "messages", "records", "sequence", "topics"}
     assert set(protocol.__all__) >= public - modules
+
+
+def _flow_doc(**row: object) -> dict[str, object]:
+    base = {"ts": 1.0, "local_ip": "192.168.1.5", "remote_ip": "203.0.113.9", "proto": 6}
+    return {"v": 1, "kind": "flows", "gateway": "gw1", "seq": 1, "sent_at": 1.0,
+            "flows": [{**base, **row}]}  # fmt: skip
+
+
+def test_explicit_empty_mac_is_accepted_as_unknown() -> None:
+    # Our encoder omits defaults, but a third-party gateway may well write "mac": "".
+    msg = decode_up(json.dumps(_flow_doc(mac="")).encode())
+    assert isinstance(msg, FlowBatch) and msg.flows[0].mac == ""
+
+
+@pytest.mark.parametrize("mac", ["AA:BB:CC:DD:EE:FF", "aa:bb:cc:dd:ee", "aa-bb-cc-dd-ee-ff", " "])
+def test_malformed_mac_is_a_schema_error(mac: str) -> None:
+    with pytest.raises(protocol.SchemaError):
+        decode_up(json.dumps(_flow_doc(mac=mac)).encode())
+
+
+@pytest.mark.parametrize(("actor", "ok"), [("a", True), ("x" * 255, True), ("", False), ("x" * 256, False)])
+def test_alert_actor_is_any_string_of_1_to_255_characters(actor: str, ok: bool) -> None:
+    alert = {"id": "a1", "category": "scan", "severity": "low", "detected_at": 1.0,
+             "actor": actor, "summary_en": "", "summary_ja": "", "dedup_key": "k", "mac": ""}  # fmt: skip
+    raw = json.dumps({"v": 1, "kind": "alerts", "gateway": "gw1", "seq": 1, "sent_at": 1.0,
+                      "alerts": [alert]}).encode()  # fmt: skip
+    if ok:
+        assert decode_up(raw).alerts[0].actor == actor  # type: ignore[union-attr]
+    else:
+        with pytest.raises(protocol.SchemaError):
+            decode_up(raw)
