@@ -89,7 +89,13 @@ def test_hostile_bytes_raise_protocol_errors_only(payload: bytes) -> None:
     try:
         decode_up(payload, "mimamori/v1/up/acme/gw1/flows")
     except ProtocolError as exc:
-        assert exc.reason in {"too_large", "malformed", "schema", "unsupported_version", "topic_mismatch"}
+        assert exc.reason in {
+            "too_large",
+            "malformed",
+            "schema",
+            "unsupported_version",
+            "topic_mismatch",
+        }
 
 
 @given(doc=st.recursive(
@@ -200,7 +206,9 @@ def test_malformed_mac_is_a_schema_error(mac: str) -> None:
         decode_up(json.dumps(_flow_doc(mac=mac)).encode())
 
 
-@pytest.mark.parametrize(("actor", "ok"), [("a", True), ("x" * 255, True), ("", False), ("x" * 256, False)])
+@pytest.mark.parametrize(
+    ("actor", "ok"), [("a", True), ("x" * 255, True), ("", False), ("x" * 256, False)]
+)
 def test_alert_actor_is_any_string_of_1_to_255_characters(actor: str, ok: bool) -> None:
     alert = {"id": "a1", "category": "scan", "severity": "low", "detected_at": 1.0,
              "actor": actor, "summary_en": "", "summary_ja": "", "dedup_key": "k", "mac": ""}  # fmt: skip
