@@ -4,8 +4,9 @@
 
     ProtocolError
     ├── TooLarge          payload (or its decompressed form) is over the size limit
-    ├── MalformedPayload  not decodable: bad compression, bad JSON, unknown kind
-    ├── SchemaError       decodable but a field is missing, mistyped or out of range
+    ├── MalformedPayload  not decodable: bad compression, bad or truncated JSON, bad UTF-8
+    ├── SchemaError       decodable but not an object, an unknown kind, or a field missing,
+    │                     mistyped or out of range
     ├── UnsupportedVersion  version field names a protocol version we do not speak
     └── TopicMismatch     the topic does not agree with the message (wrong gateway, kind)
 
