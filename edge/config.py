@@ -1,0 +1,345 @@
+"""The gateway's configuration file: TOML, validated into typed structs.
+
+Sections: ``[gateway]`` (who we are), ``[capture]`` (what we meter), ``[mqtt]`` (where
+and how we deliver), ``[outbox]`` (where undelivered messages wait, and how much disk they
+may take) and ``[heartbeat]``. ``edge/example.toml`` is the commented reference.
+
+Every error names the field, what was expected, what was found and how to fix it, e.g.
+``mqtt.port: expected an integer 1-65535, got 'abc'. Set mqtt.port to the broker's TLS
+port, usually 8883.`` There are no default credentials: a missing password is an error.
+
+The configuration hash (:func:`config_hash`) is the SHA-256 of the normalised
+configuration (defaults filled in, keys sorted, JSON); heartbeats carry it so the SOC can
+see which gateways run which settings. It covers paths to credential files, never their
+contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import ssl
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from mimamori.edge.errors import ConfigError
+from mimamori.protocol import topics
+from msgspec import Meta
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class GatewaySection(_Section):
+    id: str
+    tenant: str
+
+
+class CaptureSection(_Section):
+    # Empty: no capture (heartbeats only), e.g. while the box is being installed.
+    interface: str = ""
+    home_net: list[str] = []
+    idle_timeout_s: Annotated[int, Meta(ge=1, le=3600)] = 15
+    active_timeout_s: Annotated[int, Meta(ge=1, le=86400)] = 60
+    summary_interval_s: Annotated[int, Meta(ge=1, le=3600)] = 60
+
+
+class MqttSection(_Section):
+    host: str
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8883
+    ca_file: str = ""
+    username: str = ""
+    password_file: str = ""
+    credential_file: str = ""
+    insecure_plaintext: bool = False
+    client_id: str = ""
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 60
+    session_expiry_s: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 86400
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    window: Annotated[int, Meta(ge=1, le=10000)] = 64
+    ack_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    backoff_initial_s: Annotated[float, Meta(gt=0, le=600)] = 1.0
+    backoff_max_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+
+
+class OutboxSection(_Section):
+    path: str = "/var/lib/mimamori/outbox.db"
+    budget_mb: Annotated[int, Meta(ge=1, le=1_000_000)] = 512
+
+
+class HeartbeatSection(_Section):
+    interval_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+
+
+class Config(_Section):
+    """The whole configuration file, after validation."""
+
+    gateway: GatewaySection
+    mqtt: MqttSection
+    capture: CaptureSection = msgspec.field(default_factory=CaptureSection)
+    outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
+    heartbeat: HeartbeatSection = msgspec.field(default_factory=HeartbeatSection)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The gateway's own broker login (``None`` only for explicit plaintext test setups)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+# field -> (what is expected, how to fix it). Fields not listed fall back to msgspec's text.
+_HINTS: dict[str, tuple[str, str]] = {
+    "gateway": ("a [gateway] table", "Add a [gateway] section with id and tenant."),
+    "gateway.id": ("a string", "Set gateway.id to this box's id, e.g. 'gw-osaka-01'."),
+    "gateway.tenant": ("a string", "Set gateway.tenant to the customer's tenant id."),
+    "mqtt": ("an [mqtt] table", "Add an [mqtt] section naming the broker (host, port)."),
+    "mqtt.host": ("a host name or address", "Set mqtt.host to the broker's host name."),
+    "mqtt.port": (
+        "an integer 1-65535",
+        "Set mqtt.port to the broker's TLS port, usually 8883.",
+    ),
+    "mqtt.insecure_plaintext": (
+        "true or false",
+        "Leave mqtt.insecure_plaintext out (false) unless testing on loopback.",
+    ),
+    "mqtt.keepalive_s": ("an integer 5-3600", "Set mqtt.keepalive_s to about 60."),
+    "mqtt.window": ("an integer 1-10000", "Set mqtt.window to about 64."),
+    "mqtt.ack_timeout_s": ("a number of seconds > 0", "Set mqtt.ack_timeout_s to about 30."),
+    "mqtt.backoff_initial_s": ("a number of seconds > 0", "Set it to about 1."),
+    "mqtt.backoff_max_s": ("a number of seconds > 0", "Set it to about 60."),
+    "outbox.path": ("a file path", "Set outbox.path, e.g. '/var/lib/mimamori/outbox.db'."),
+    "outbox.budget_mb": (
+        "an integer number of megabytes >= 1",
+        "Set outbox.budget_mb to the disk space the outbox may use, e.g. 512.",
+    ),
+    "heartbeat.interval_s": (
+        "a number of seconds, 0-3600",
+        "Set heartbeat.interval_s to about 30.",
+    ),
+    "capture.interface": ("an interface name", "Set capture.interface, e.g. 'eth1'."),
+    "capture.home_net": (
+        "a list of CIDR strings",
+        "Set capture.home_net to the LAN's networks, e.g. ['192.168.1.0/24'].",
+    ),
+    "capture.idle_timeout_s": ("an integer 1-3600", "Set it to about 15."),
+    "capture.active_timeout_s": ("an integer 1-86400", "Set it to about 60."),
+    "capture.summary_interval_s": ("an integer 1-3600", "Set it to about 60."),
+}
+
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
+
+
+def _lookup(raw: Any, dotted: str) -> Any:
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _translate(exc: msgspec.ValidationError, raw: dict[str, Any]) -> ConfigError:
+    """Turn msgspec's message into one that names the field, the value and the fix."""
+    match = _AT.match(str(exc))
+    what = match.group("what") if match else str(exc)
+    path = (match.group("path") or "").lstrip(".") if match else ""
+    missing = re.match(r"Object missing required field `([^`]+)`", what)
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", what)
+    if missing:
+        name = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        expected, fix = _HINTS.get(name, ("a value", f"Add {name} to the file."))
+        return ConfigError(f"{name}: missing, expected {expected}. {fix}")
+    if unknown:
+        name = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        return ConfigError(
+            f"{name}: unknown setting. Check its spelling against edge/example.toml "
+            "or remove it."
+        )
+    value = _lookup(raw, path)
+    if path in _HINTS:
+        expected, fix = _HINTS[path]
+        return ConfigError(f"{path}: expected {expected}, got {value!r}. {fix}")
+    return ConfigError(f"{path or 'config'}: {what[0].lower() + what[1:]}, got {value!r}.")
+
+
+def parse(text: str, *, source: str = "config") -> Config:
+    """Parse and validate a configuration document (without touching credential files)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc}). Fix the syntax at that spot.") from exc
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise _translate(exc, raw) from exc
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    """Checks that span fields or need more than a type."""
+    for name, value in (("gateway.id", config.gateway.id), ("gateway.tenant", config.gateway.tenant)):
+        if not topics.valid_id(value):
+            raise ConfigError(
+                f"{name}: {value!r} is not a valid id. Use 1-63 characters of lowercase "
+                "letters, digits, '-' and '_', starting with a letter or digit."
+            )
+    if not config.mqtt.host.strip():
+        raise ConfigError("mqtt.host: empty. Set mqtt.host to the broker's host name.")
+    for cidr in config.capture.home_net:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ConfigError(
+                f"capture.home_net: {cidr!r} is not a network. Write it as CIDR, "
+                "e.g. '192.168.1.0/24'."
+            ) from exc
+    m = config.mqtt
+    if m.backoff_max_s < m.backoff_initial_s:
+        raise ConfigError(
+            f"mqtt.backoff_max_s: {m.backoff_max_s} is below mqtt.backoff_initial_s "
+            f"({m.backoff_initial_s}). Raise backoff_max_s (e.g. 60)."
+        )
+    if m.insecure_plaintext and not _is_loopback(m.host):
+        raise ConfigError(
+            f"mqtt.insecure_plaintext: allowed only for a broker on loopback, not {m.host!r}. "
+            "Remove insecure_plaintext and set mqtt.ca_file to the broker's CA."
+        )
+    if m.password_file and m.credential_file:
+        raise ConfigError(
+            "mqtt.password_file and mqtt.credential_file: both set. Keep one: "
+            "credential_file (written by 'mimamori edge enroll') or password_file."
+        )
+    if not config.outbox.path:
+        raise ConfigError("outbox.path: empty. Set outbox.path to a file on persistent storage.")
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load(path: str | Path) -> Config:
+    """Read, parse and validate a configuration file, including its credential files."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path}: no such file. Pass the gateway's config (see edge/example.toml)."
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc}).") from exc
+    config = parse(text, source=str(path))
+    credentials(config)
+    ssl_context(config)
+    return config
+
+
+def _read_secret_file(name: str, path_str: str) -> str:
+    path = Path(path_str)
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{name}: {path} does not exist. Run 'mimamori edge enroll' or write the "
+            "password there (mode 0600)."
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read {path} ({exc}).") from exc
+    if st.st_mode & stat.S_IROTH:
+        raise ConfigError(f"{name}: {path} is readable by everyone. Run: chmod 600 {path}")
+    return text
+
+
+def credentials(config: Config) -> Credentials | None:
+    """The broker login from the credential or password file.
+
+    ``None`` only when ``insecure_plaintext`` is set and no credential is configured
+    (an anonymous test broker on loopback). Otherwise a missing credential is an error.
+    """
+    m = config.mqtt
+    if m.credential_file:
+        text = _read_secret_file("mqtt.credential_file", m.credential_file)
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"mqtt.credential_file: {m.credential_file} is not valid TOML ({exc}). "
+                "Enroll again with 'mimamori edge enroll'."
+            ) from exc
+        user, password = doc.get("username"), doc.get("password")
+        if not isinstance(user, str) or not isinstance(password, str) or not password:
+            raise ConfigError(
+                f"mqtt.credential_file: {m.credential_file} lacks username or password. "
+                "Enroll again with 'mimamori edge enroll'."
+            )
+        if m.username and m.username != user:
+            raise ConfigError(
+                f"mqtt.username: {m.username!r} differs from the credential file's {user!r}. "
+                "Remove mqtt.username."
+            )
+        return Credentials(user, password)
+    if m.password_file:
+        password = _read_secret_file("mqtt.password_file", m.password_file).strip()
+        if not password:
+            raise ConfigError(
+                f"mqtt.password_file: {m.password_file} is empty. Write the gateway's "
+                "broker password into it."
+            )
+        return Credentials(m.username or config.gateway.id, password)
+    if m.insecure_plaintext:
+        return None
+    raise ConfigError(
+        "mqtt.credential_file: missing; the gateway needs its own broker credential and there "
+        "is no default. Run 'mimamori edge enroll' or set mqtt.password_file."
+    )
+
+
+def ssl_context(config: Config) -> ssl.SSLContext | None:
+    """A client TLS context that verifies the broker against ``ca_file`` (or system CAs).
+
+    ``None`` when ``insecure_plaintext`` is set.
+    """
+    m = config.mqtt
+    if m.insecure_plaintext:
+        return None
+    try:
+        if m.ca_file:
+            if not os.path.exists(m.ca_file):
+                raise ConfigError(
+                    f"mqtt.ca_file: {m.ca_file} does not exist. Point it at the broker's CA "
+                    "certificate (PEM)."
+                )
+            context = ssl.create_default_context(cafile=m.ca_file)
+        else:
+            context = ssl.create_default_context()
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"mqtt.ca_file: {m.ca_file} is not a PEM CA certificate ({exc}). "
+            "Point it at the broker's CA certificate."
+        ) from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def config_hash(config: Config) -> str:
+    """SHA-256 (hex) of the normalised configuration."""
+    doc = msgspec.json.encode(msgspec.to_builtins(config), order="sorted")
+    return hashlib.sha256(doc).hexdigest()
