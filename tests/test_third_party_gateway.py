@@ -1,0 +1,333 @@
+"""Is docs/protocol.md sufficient? A gateway written from it alone must work with the cloud.
+
+``ThirdPartyGateway`` below was written from docs/protocol.md only, as an outside vendor
+would: raw paho-mqtt, json, zstandard and the standard library, and nothing of mimamori
+(``test_gateway_code_uses_nothing_of_mimamori`` checks that). The tests are the harness:
+they may import mimamori to decode what the gateway produced, start the real ingester and
+look at the database.
+
+Where the document was the only guide, comments cite its section (``§10``).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import zstandard
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+# --- the gateway: docs/protocol.md only -------------------------------------------------
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # §5.2
+COMPRESS_OVER = 1024  # §5.2: compress other kinds when the JSON is larger
+MAX_PAYLOAD = 262_144  # §5.3
+SESSION_EXPIRY_S = 86_400  # §3
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    """JSON in UTF-8; zstd for every ``flows`` message and anything over 1,024 bytes (§5)."""
+    raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    if doc["kind"] == "flows" or len(raw) > COMPRESS_OVER:
+        # One-shot compression records the content size in the frame header (§5.2).
+        raw = zstandard.ZstdCompressor(level=6).compress(raw)
+    if len(raw) > MAX_PAYLOAD:
+        raise ValueError(f"{doc['kind']} message of {len(raw)} bytes: split the batch (§5.3)")
+    return raw
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """A downstream payload: zstd frame or plain JSON, told apart by the magic (§5.2)."""
+    if payload[:4] == ZSTD_MAGIC:
+        payload = zstandard.ZstdDecompressor().decompress(payload, max_output_size=8 << 20)
+    doc = json.loads(payload)
+    if not isinstance(doc, dict):
+        raise ValueError("downstream payload is not a JSON object")
+    return doc
+
+
+class ThirdPartyGateway:
+    """A minimal compatible gateway: numbered outbox in SQLite, QoS 1, acks, re-sends."""
+
+    def __init__(
+        self,
+        *,
+        tenant: str,
+        gateway: str,
+        host: str,
+        port: int,
+        outbox: Path,
+        password: str | None = None,
+        ack_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.tenant, self.gateway = tenant, gateway
+        self.host, self.port = host, port
+        self.ack_timeout_s = ack_timeout_s
+        self.clock = clock
+        self.acks: list[dict[str, Any]] = []
+        self.connected = threading.Event()
+        self._lock = threading.Lock()
+        # §13 step 3: seq -> payload, plus the last used seq, one transaction per message.
+        self._db = sqlite3.connect(str(outbox), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
+            " payload BLOB NOT NULL, sent_at_mono REAL)"
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v INTEGER)")
+        row = self._db.execute("SELECT v FROM state WHERE k = 'last_used'").fetchone()
+        floor = int(self.clock() * 1000) * 1000  # §9 step 2
+        self._next_seq = max(row[0] + 1, floor) if row else floor
+        self._started = time.monotonic()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=gateway, protocol=mqtt.MQTTv5
+        )
+        self.client.username_pw_set(gateway, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    def _topic(self, direction: str, leaf: str) -> str:
+        return f"mimamori/v1/{direction}/{self.tenant}/{self.gateway}/{leaf}"
+
+    def _take_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        self._db.execute("INSERT OR REPLACE INTO state (k, v) VALUES ('last_used', ?)", (seq,))
+        return seq
+
+    def _document(self, kind: str, seq: int, body: dict[str, Any]) -> dict[str, Any]:
+        # §6: the header, then the kind's own keys.
+        return {"kind": kind, "v": 1, "gateway": self.gateway, "seq": seq,
+                "sent_at": self.clock(), **body}  # fmt: skip
+
+    def submit(self, kind: str, body: dict[str, Any]) -> int:
+        """Number, store, then publish one message (§10, gateway rules 1-2)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._take_seq()
+                payload = encode(self._document(kind, seq, body))
+                self._db.execute(
+                    "INSERT INTO outbox (seq, kind, payload) VALUES (?, ?, ?)",
+                    (seq, kind, payload),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if self.connected.is_set():
+            self._publish(seq, kind, payload)
+        return seq
+
+    def _publish(self, seq: int, kind: str, payload: bytes) -> None:
+        self.client.publish(self._topic("up", kind), payload, qos=1, retain=False)
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET sent_at_mono = ? WHERE seq = ?", (time.monotonic(), seq)
+            )
+
+    def pending(self) -> list[int]:
+        """Sequence numbers still waiting for an ack."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT seq FROM outbox ORDER BY seq")]
+
+    def payloads(self) -> list[tuple[str, bytes]]:
+        """(topic, payload) of every stored message, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT kind, payload FROM outbox ORDER BY seq").fetchall()
+        return [(self._topic("up", kind), bytes(payload)) for kind, payload in rows]
+
+    def start(self) -> None:
+        """Connect (§3, §13 step 6); the will is a fresh offline status with its own seq."""
+        with self._lock:
+            seq = self._take_seq()  # reserved for the will, persisted as used (§7.2)
+            will = encode(self._document("status", seq, {"state": "offline",
+                                                          "reason": "connection lost"}))  # fmt: skip
+        self.client.will_set(self._topic("up", "status"), will, qos=1, retain=False)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.client.connect(self.host, self.port, keepalive=60, clean_start=False,
+                            properties=props)  # fmt: skip
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._db.close()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:  # fmt: skip
+        if reason.is_failure:
+            return
+        # §3 "After every connection": subscribe, announce, re-send the outbox.
+        client.subscribe([(self._topic("down", "ack"), 1), (self._topic("down", "command"), 1),
+                          (f"mimamori/v1/down/{self.tenant}/intel", 1)])  # fmt: skip
+        self.connected.set()
+        self.submit("status", {"state": "online", "reason": "started"})
+        self.resend(older_than_s=0.0)
+
+    def resend(self, older_than_s: float | None = None) -> int:
+        """Re-publish what has waited longer than the ack timeout (§10 rule 4)."""
+        limit = self.ack_timeout_s if older_than_s is None else older_than_s
+        cutoff = time.monotonic() - limit
+        with self._lock:
+            due = self._db.execute(
+                "SELECT seq, kind, payload FROM outbox"
+                " WHERE sent_at_mono IS NULL OR sent_at_mono <= ? ORDER BY seq",
+                (cutoff,),
+            ).fetchall()
+        for seq, kind, payload in due:
+            self._publish(seq, kind, bytes(payload))
+        return len(due)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            doc = decode(msg.payload)
+        except ValueError:
+            return  # §8: ignore what we cannot read
+        if doc.get("kind") != "ack" or doc.get("gateway") != self.gateway:
+            return  # commands and intel are not used by this gateway
+        with self._lock:
+            for first, last in doc.get("ranges", []):
+                if first <= last:  # §8.1: ignore inverted ranges
+                    self._db.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
+        self.acks.append(doc)
+
+
+def heartbeat_body(uptime_s: float) -> dict[str, Any]:
+    """§7.1, with the optional fields this gateway can fill in."""
+    return {"interval_s": 30.0, "uptime_s": uptime_s, "load1": 0.25, "mem_used_pct": 41.0,
+            "disk_used_pct": 9.5, "temp_c": None, "packets_seen": 1000, "packets_dropped": 0,
+            "outbox_depth": 0, "outbox_bytes": 0, "agent_version": "acme-gw 2.3",
+            "config_hash": "abc123", "intel_age_s": None}  # fmt: skip
+
+
+def flows_body(ts: float, rows: int) -> dict[str, Any]:
+    """§7.3: ``rows`` summaries of one 60-second interval, every field written explicitly."""
+    flows = []
+    for i in range(rows):
+        flows.append({
+            "ts": ts, "mac": f"02:00:00:00:{i // 256:02x}:{i % 256:02x}",
+            "local_ip": f"192.168.{i // 250}.{i % 250 + 2}", "remote_ip": "203.0.113.80",
+            "remote_port": 443, "proto": 6, "dir": "out", "app": "TLS", "sni": "example.jp",
+            "pkts_out": 10 + i, "pkts_in": 12 + i, "bytes_out": 1500 + i, "bytes_in": 9000 + i,
+            "conns": 1, "first_seen": ts + 1.5, "last_seen": ts + 58.25,
+        })  # fmt: skip
+    # One row with the MAC unknown and the defaults left out.
+    flows.append({"ts": ts, "mac": "", "local_ip": "10.0.0.9", "remote_ip": "10.0.0.1",
+                  "proto": 17})  # fmt: skip
+    return {"interval_s": 60, "flows": flows}
+
+
+def devices_body(now: float) -> dict[str, Any]:
+    """§7.4: one fully described device and one the gateway knows little about."""
+    return {"devices": [
+        {"mac": "02:00:00:00:00:01", "ips": ["192.168.0.2"], "vendor": "ACME",
+         "hostname": "受付PC", "dhcp_fingerprint": "1,3,6,15", "dhcp_vendor_class": "MSFT 5.0",
+         "model": "", "os_hint": "Windows", "services": ["_smb._tcp"],
+         "first_seen": now - 3600, "last_seen": now, "extras": {"note": "reception"}},
+        {"mac": "02:00:00:00:00:02", "first_seen": now - 60, "last_seen": now},
+    ]}  # fmt: skip
+
+
+def alerts_body(now: float) -> dict[str, Any]:
+    """§7.5: one alert."""
+    return {"alerts": [{
+        "id": "acme-0001", "category": "bruteforce", "severity": "medium", "detected_at": now,
+        "actor": "198.51.100.7", "target": "192.168.0.2:22",
+        "summary_en": "198.51.100.7 tried 120 SSH logins on 192.168.0.2 in 5 minutes",
+        "summary_ja": "198.51.100.7 が5分間に192.168.0.2へSSHログインを120回試行しました",
+        "dedup_key": "bruteforce:198.51.100.7:192.168.0.2", "rule": "acme.ssh_bruteforce",
+        "mac": "", "evidence": {"attempts": 120, "window_s": 300},
+    }]}  # fmt: skip
+
+
+# --- the harness -------------------------------------------------------------------------
+
+GATEWAY_CODE_END = "# --- the harness"
+
+
+def test_gateway_code_uses_nothing_of_mimamori() -> None:
+    """The gateway half of this file is independent of mimamori, or the test proves nothing."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    gateway_code = source.split(GATEWAY_CODE_END)[0]
+    for node in ast.walk(ast.parse(gateway_code)):
+        if isinstance(node, ast.Import):
+            assert not any(a.name.split(".")[0] == "mimamori" for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert (node.module or "").split(".")[0] != "mimamori"
+    assert "mimamori." not in gateway_code.replace("mimamori/v1", "")
+
+
+def _fill(gw: ThirdPartyGateway, now: float) -> dict[str, int]:
+    """Submit one message of each kind the test covers; return kind -> seq."""
+    return {
+        "heartbeat": gw.submit("heartbeat", heartbeat_body(uptime_s=12.5)),
+        "flows": gw.submit("flows", flows_body(ts=now - 60, rows=300)),
+        "devices": gw.submit("devices", devices_body(now)),
+        "alerts": gw.submit("alerts", alerts_body(now)),
+    }
+
+
+def test_reference_decoder_accepts_every_message_of_the_third_party_gateway(
+    tmp_path: Path,
+) -> None:
+    from mimamori.protocol import AlertBatch, DeviceBatch, FlowBatch, Heartbeat, codec
+
+    now = time.time()
+    gw = ThirdPartyGateway(tenant="acme", gateway="acme-gw-7", host="127.0.0.1", port=1,
+                           outbox=tmp_path / "outbox.db")  # fmt: skip
+    seqs = _fill(gw, now)
+    decoded = {}
+    for topic, payload in gw.payloads():
+        message = codec.decode_up(payload, topic)  # raises on any disagreement with the topic
+        decoded[codec.kind_of(message)] = (message, payload)
+    gw.stop()
+
+    assert set(decoded) == set(seqs)
+    for kind, seq in seqs.items():
+        assert decoded[kind][0].seq == seq and decoded[kind][0].gateway == "acme-gw-7"
+    # Numbering starts at the time floor (§9) and the flow batch went out compressed (§5.2).
+    assert min(seqs.values()) >= int(now * 1000) * 1000
+    flows, payload = decoded["flows"]
+    assert isinstance(flows, FlowBatch) and payload[:4] == codec.ZSTD_MAGIC
+    assert len(flows.flows) == 301 and flows.flows[-1].mac == "" and flows.flows[-1].dir == "out"
+    assert flows.flows[7].bytes_in == 9007 and flows.flows[7].remote_port == 443
+    heartbeat = decoded["heartbeat"][0]
+    assert isinstance(heartbeat, Heartbeat) and heartbeat.uptime_s == 12.5
+    assert heartbeat.temp_c is None
+    devices = decoded["devices"][0]
+    assert isinstance(devices, DeviceBatch) and devices.devices[0].hostname == "受付PC"
+    assert devices.devices[1].ips == [] and devices.devices[1].vendor == ""
+    alerts = decoded["alerts"][0]
+    assert isinstance(alerts, AlertBatch) and alerts.alerts[0].category == "bruteforce"
+    assert alerts.alerts[0].evidence == {"attempts": 120, "window_s": 300}
+
+
+def test_numbering_continues_after_a_restart_and_survives_lost_state(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox.db"
+    first = ThirdPartyGateway(tenant="acme", gateway="gw", host="127.0.0.1", port=1,
+                              outbox=outbox, clock=lambda: 1000.0)  # fmt: skip
+    used = [first.submit("heartbeat", heartbeat_body(1.0)) for _ in range(3)]
+    first.stop()
+    # Same disk, clock not moved (or moved back): continue after the last number used.
+    again = ThirdPartyGateway(tenant="acme", gateway="gw", host="127.0.0.1", port=1,
+                              outbox=outbox, clock=lambda: 999.0)  # fmt: skip
+    assert again.submit("heartbeat", heartbeat_body(1.0)) == used[-1] + 1
+    again.stop()
+    # New disk one second later: the time floor is above everything used before.
+    fresh = ThirdPartyGateway(tenant="acme", gateway="gw", host="127.0.0.1", port=1,
+                              outbox=tmp_path / "new.db", clock=lambda: 1001.0)  # fmt: skip
+    assert fresh.submit("heartbeat", heartbeat_body(1.0)) > used[-1] + 1
+    fresh.stop()
