@@ -1,0 +1,152 @@
+"""Flow metering with nfstream: an interface or capture files in, FlowRecords out.
+
+nfstream's C core (libpcap + nDPI) does all per-packet work in a child process; this
+module only converts each expired flow into a :class:`~mimamori.protocol.FlowRecord`,
+so Python never touches individual packets on the hot path.
+
+Timeouts. A flow reaches the detectors and the summaries only when nfstream expires it.
+nfstream's defaults (idle 120 s, active 1800 s) would hold a long TLS session back for up
+to half an hour and a finished connection for two minutes, so an alert could trail its
+traffic by that much. ``idle_timeout`` (default 15 s) bounds the delay after a
+connection goes quiet (nfstream does not end flows on FIN/RST; it waits for idle), and
+``active_timeout`` (default 60 s, the summary interval) cuts long flows into pieces so
+every summary interval sees the traffic of the interval before. Shorter timeouts mean
+more flow records (and more Python work) per connection; 15/60 keeps a busy office LAN
+well within a Raspberry Pi's budget (see docs/performance.md).
+
+Errors: every failure of this module and of :mod:`.discovery` is a :class:`CaptureError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from mimamori.protocol import FlowRecord
+
+#: nfstream's expiration_id values -> FlowRecord.expiry.
+_EXPIRY = {0: "idle", 1: "active", -1: "end"}
+
+
+class CaptureError(Exception):
+    """Capture could not start or broke (no such interface, unreadable file, no rights).
+
+    ::
+
+        CaptureError
+        └── DiscoveryError   (mimamori.edge.discovery) listener or capture-file reader
+    """
+
+
+def flow_record(flow: Any) -> FlowRecord:
+    """Convert one nfstream ``NFlow`` into a :class:`FlowRecord`.
+
+    nDPI's ``requested_server_name`` is the DNS query name for DNS flows and the TLS SNI
+    or HTTP Host otherwise; it is put in the matching field. TCP flag counts are present
+    only when the meter runs with statistical analysis (0 otherwise).
+    """
+    app: str = flow.application_name or ""
+    server_name: str = flow.requested_server_name or ""
+    is_dns = app.startswith("DNS") or app.startswith("MDNS") or app.startswith("LLMNR")
+    syn = getattr(flow, "src2dst_syn_packets", 0)
+    synack = getattr(flow, "dst2src_syn_packets", 0)
+    rst = getattr(flow, "bidirectional_rst_packets", 0)
+    fin = getattr(flow, "bidirectional_fin_packets", 0)
+    return FlowRecord(
+        first_seen=flow.bidirectional_first_seen_ms / 1000.0,
+        last_seen=flow.bidirectional_last_seen_ms / 1000.0,
+        src_ip=flow.src_ip,
+        src_port=flow.src_port,
+        dst_ip=flow.dst_ip,
+        dst_port=flow.dst_port,
+        proto=flow.protocol,
+        src_mac=flow.src_mac or "",
+        dst_mac=flow.dst_mac or "",
+        pkts_src2dst=flow.src2dst_packets,
+        pkts_dst2src=flow.dst2src_packets,
+        bytes_src2dst=flow.src2dst_bytes,
+        bytes_dst2src=flow.dst2src_bytes,
+        app=app,
+        category=flow.application_category_name or "",
+        sni="" if is_dns else server_name,
+        dns_query=server_name if is_dns else "",
+        client_fingerprint=flow.client_fingerprint or "",
+        server_fingerprint=flow.server_fingerprint or "",
+        user_agent=flow.user_agent or "",
+        content_type=flow.content_type or "",
+        syn=syn,
+        synack=synack,
+        rst=rst,
+        fin=fin,
+        expiry=_EXPIRY.get(flow.expiration_id, "idle"),
+    )
+
+
+class FlowMeter:
+    """nfstream over one interface or a list of capture files, as an iterator of records.
+
+    ``source`` is an interface name (live) or capture file paths (offline: read as one
+    capture, in order, at full speed, with time taken from the packets). ``statistical``
+    turns on nfstream's statistical features, the only way to get TCP flag counts;
+    ``n_meters`` is the number of metering processes (1 keeps offline output in a
+    deterministic order; 0 lets nfstream choose, which live spreads over CPUs).
+    Iterating starts the meter; breaking out of the loop stops it.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str | Sequence[str | os.PathLike[str]],
+        idle_timeout: int = 15,
+        active_timeout: int = 60,
+        statistical: bool = True,
+        bpf_filter: str | None = None,
+        promiscuous: bool = True,
+        snapshot_length: int = 1536,
+        n_dissections: int = 20,
+        decode_tunnels: bool = True,
+        n_meters: int = 1,
+    ) -> None:
+        if isinstance(source, str):
+            self.source: str | list[str] = source
+        else:
+            paths = [str(Path(p)) for p in source]
+            if not paths:
+                raise CaptureError("no capture files given")
+            for path in paths:
+                if not os.path.isfile(path):
+                    raise CaptureError(f"capture file not found: {path}")
+            self.source = paths[0] if len(paths) == 1 else paths
+        self.settings: dict[str, Any] = {
+            "idle_timeout": idle_timeout,
+            "active_timeout": active_timeout,
+            "statistical_analysis": statistical,
+            "bpf_filter": bpf_filter,
+            "promiscuous_mode": promiscuous,
+            "snapshot_length": snapshot_length,
+            "n_dissections": n_dissections,
+            "decode_tunnels": decode_tunnels,
+            "n_meters": n_meters,
+        }
+
+    def streamer(self) -> Any:
+        """The configured ``NFStreamer`` (for benchmarks that need nfstream bare)."""
+        try:
+            from nfstream import NFStreamer
+        except ImportError as exc:  # the gateway extra is missing
+            raise CaptureError("nfstream is not installed: pip install 'mimamori[edge]'") from exc
+        source = list(self.source) if isinstance(self.source, list) else self.source
+        try:
+            return NFStreamer(source=source, **self.settings)
+        except ValueError as exc:  # nfstream's way of saying "bad source or setting"
+            raise CaptureError(f"cannot meter {self.source!r}: {exc}") from exc
+
+    def __iter__(self) -> Iterator[FlowRecord]:
+        streamer = self.streamer()
+        try:
+            for flow in streamer:
+                yield flow_record(flow)
+        except (OSError, ValueError) as exc:
+            raise CaptureError(f"flow metering of {self.source!r} failed: {exc}") from exc

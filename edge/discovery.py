@@ -1,0 +1,520 @@
+"""Discovery traffic: ARP, DHCP, mDNS, SSDP and NBNS into ArpEvents and DiscoveryEvents.
+
+These protocols are low-volume broadcast/multicast chatter that says who is on the LAN
+(MAC, addresses, names, models). nfstream does not see ARP at all and reduces the rest to
+flows, so a small listener reads them separately:
+
+* live, :class:`DiscoveryListener` reads an ``AF_PACKET`` socket with a kernel BPF filter
+  (compiled by libpcap) so only discovery frames ever reach Python;
+* offline, :func:`read_capture` passes over the capture files; a few byte comparisons on
+  each frame reject everything else before any parsing (the whole-file pass must stay
+  cheap next to nfstream's own).
+
+:class:`Decoder` turns one Ethernet frame into events; it never raises on bad input
+(malformed frames are counted in ``Decoder.malformed``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from ipaddress import IPv6Address
+from typing import Any
+
+import dpkt
+from mimamori.edge.capture import CaptureError
+from mimamori.protocol import ArpEvent, DiscoveryEvent
+
+Event = ArpEvent | DiscoveryEvent
+
+#: What the kernel lets through to the live listener (libpcap filter syntax).
+BPF_FILTER = (
+    "arp or (udp and (port 67 or port 68 or port 5353 or port 1900 or port 137))"
+    " or (vlan and (arp or (udp and (port 67 or port 68 or port 5353 or port 1900 or port 137))))"
+)
+DHCP_PORTS = (67, 68)
+MDNS_PORT = 5353
+SSDP_PORT = 1900
+NBNS_PORT = 137
+_PORTS = frozenset((*DHCP_PORTS, MDNS_PORT, SSDP_PORT, NBNS_PORT))
+
+# mDNS TXT keys that name a model: md= (Apple/HomeKit, Chromecast), model= (device-info),
+# ty= and product= (IPP printers), usb_MDL= (printers), am= (AirPlay).
+_MODEL_KEYS = (b"md", b"model", b"ty", b"product", b"usb_MDL", b"am")
+_MAX_FACT = 255
+
+
+class DiscoveryError(CaptureError):
+    """The discovery listener could not start, or a capture file could not be read."""
+
+
+def _mac(raw: bytes) -> str:
+    return raw.hex(":")
+
+
+def _clip(value: str) -> str:
+    return value.strip()[:_MAX_FACT]
+
+
+class Decoder:
+    """Turns Ethernet frames into discovery events; counts what it could not parse."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.matched = 0
+        self.malformed = 0
+
+    def decode(self, ts: float, frame: bytes) -> list[Event]:
+        """Events carried by one Ethernet frame (usually none)."""
+        self.frames += 1
+        if len(frame) < 42:
+            return []
+        ethertype = frame[12:14]
+        off = 14
+        if ethertype == b"\x81\x00":  # one 802.1Q tag
+            ethertype = frame[16:18]
+            off = 18
+        try:
+            if ethertype == b"\x08\x06":
+                self.matched += 1
+                return self._arp(ts, frame, off)
+            if ethertype == b"\x08\x00":
+                if frame[off + 9] != 17 or frame[off + 6] & 0x1F or frame[off + 7]:
+                    return []  # not UDP, or a non-first fragment
+                ihl = (frame[off] & 0x0F) * 4
+                udp = off + ihl
+                src_ip = socket.inet_ntoa(frame[off + 12 : off + 16])
+            elif ethertype == b"\x86\xdd":
+                if frame[off + 6] != 17:
+                    return []  # not UDP (extension headers are rare on discovery traffic)
+                udp = off + 40
+                src_ip = str(IPv6Address(frame[off + 8 : off + 24]))
+            else:
+                return []
+            sport, dport = struct.unpack_from("!HH", frame, udp)
+            if sport not in _PORTS and dport not in _PORTS:
+                return []
+            self.matched += 1
+            payload = frame[udp + 8 :]
+            src_mac = _mac(frame[6:12])
+            if sport in DHCP_PORTS and dport in DHCP_PORTS:
+                return self._dhcp(ts, src_mac, src_ip, payload)
+            if MDNS_PORT in (sport, dport):
+                return self._mdns(ts, src_mac, src_ip, payload)
+            if dport == SSDP_PORT or sport == SSDP_PORT:
+                return self._ssdp(ts, src_mac, src_ip, payload)
+            if NBNS_PORT in (sport, dport):
+                return self._nbns(ts, src_mac, src_ip, payload)
+        except (dpkt.UnpackError, struct.error, IndexError, ValueError, UnicodeError):
+            self.malformed += 1
+        return []
+
+    # --- protocols ---------------------------------------------------------------------
+
+    def _arp(self, ts: float, frame: bytes, off: int) -> list[Event]:
+        htype, ptype, hlen, plen, op = struct.unpack_from("!HHBBH", frame, off)
+        if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4 or op not in (1, 2):
+            return []
+        body = off + 8
+        return [
+            ArpEvent(
+                ts=ts,
+                op="request" if op == 1 else "reply",
+                src_mac=_mac(frame[body : body + 6]),
+                src_ip=socket.inet_ntoa(frame[body + 6 : body + 10]),
+                target_mac=_mac(frame[body + 10 : body + 16]),
+                target_ip=socket.inet_ntoa(frame[body + 16 : body + 20]),
+            )
+        ]
+
+    def _dhcp(self, ts: float, src_mac: str, src_ip: str, payload: bytes) -> list[Event]:
+        msg = dpkt.dhcp.DHCP(payload)
+        opts = dict(msg.opts)
+        client_mac = _mac(bytes(msg.chaddr[:6]))
+        facts: dict[str, str] = {}
+        kind = opts.get(dpkt.dhcp.DHCP_OPT_MSGTYPE, b"\x00")[0]
+        facts["dhcp_message"] = str(kind)
+        if msg.op == dpkt.dhcp.DHCP_OP_REQUEST:
+            if (name := opts.get(dpkt.dhcp.DHCP_OPT_HOSTNAME)) is not None:
+                facts["hostname"] = _clip(name.decode("utf-8", "replace").rstrip("\x00"))
+            if (params := opts.get(dpkt.dhcp.DHCP_OPT_PARAM_REQ)) is not None:
+                facts["dhcp_fingerprint"] = ",".join(str(b) for b in params)
+            if (vendor := opts.get(dpkt.dhcp.DHCP_OPT_VENDOR_ID)) is not None:
+                facts["dhcp_vendor_class"] = _clip(vendor.decode("utf-8", "replace"))
+            if (req := opts.get(dpkt.dhcp.DHCP_OPT_REQ_IP)) is not None and len(req) == 4:
+                facts["requested_ip"] = socket.inet_ntoa(req)
+            ip = socket.inet_ntoa(struct.pack("!I", msg.ciaddr)) if msg.ciaddr else ""
+            return [DiscoveryEvent(ts=ts, source="dhcp", mac=client_mac, ip=ip, facts=facts)]
+        # A server's reply: the client gets yiaddr (in an ACK); the sender is a DHCP server.
+        events: list[Event] = []
+        if kind == dpkt.dhcp.DHCPACK and msg.yiaddr:
+            events.append(
+                DiscoveryEvent(
+                    ts=ts,
+                    source="dhcp",
+                    mac=client_mac,
+                    ip=socket.inet_ntoa(struct.pack("!I", msg.yiaddr)),
+                    facts={"dhcp_message": str(kind)},
+                )
+            )
+        if kind in (dpkt.dhcp.DHCPOFFER, dpkt.dhcp.DHCPACK):
+            events.append(
+                DiscoveryEvent(
+                    ts=ts, source="dhcp", mac=src_mac, ip=src_ip, facts={"service": "dhcp-server"}
+                )
+            )
+        return events
+
+    def _mdns(self, ts: float, src_mac: str, src_ip: str, payload: bytes) -> list[Event]:
+        msg = dpkt.dns.DNS(payload)
+        # Answers, and the authority records of probes, describe the sender itself.
+        records = [*msg.an, *msg.ns, *msg.ar]
+        if not records:
+            return []
+        facts: dict[str, str] = {}
+        services: list[str] = []
+        addresses: list[str] = []
+        for rr in records:
+            name: str = rr.name
+            if rr.type in (dpkt.dns.DNS_A, dpkt.dns.DNS_AAAA) and name.endswith(".local"):
+                facts.setdefault("hostname", _clip(name[: -len(".local")]))
+                if rr.type == dpkt.dns.DNS_A and len(rr.ip) == 4:
+                    addresses.append(socket.inet_ntoa(rr.ip))
+                elif rr.type == dpkt.dns.DNS_AAAA and len(rr.ip6) == 16:
+                    addresses.append(str(IPv6Address(rr.ip6)))
+            elif rr.type == dpkt.dns.DNS_SRV and rr.srvname.endswith(".local"):
+                facts.setdefault("hostname", _clip(rr.srvname[: -len(".local")]))
+            elif rr.type == dpkt.dns.DNS_PTR and name.startswith("_") and "._" in name:
+                if name != "_services._dns-sd._udp.local" and not name.endswith(".arpa"):
+                    services.append(name.removesuffix(".local"))
+            elif rr.type == dpkt.dns.DNS_TXT:
+                for item in rr.text:
+                    raw = item if isinstance(item, bytes) else item.encode()
+                    key, sep, value = raw.partition(b"=")
+                    if sep and key in _MODEL_KEYS and value and "model" not in facts:
+                        facts["model"] = _clip(value.decode("utf-8", "replace"))
+        if services:
+            facts["service"] = _clip(",".join(sorted(set(services))))
+        if addresses:
+            facts["addresses"] = _clip(",".join(dict.fromkeys(addresses)))
+        if not facts:
+            return []
+        return [DiscoveryEvent(ts=ts, source="mdns", mac=src_mac, ip=src_ip, facts=facts)]
+
+    def _ssdp(self, ts: float, src_mac: str, src_ip: str, payload: bytes) -> list[Event]:
+        text = payload[:2048].decode("utf-8", "replace")
+        start, _, rest = text.partition("\r\n")
+        headers: dict[str, str] = {}
+        for line in rest.split("\r\n"):
+            key, sep, value = line.partition(":")
+            if sep:
+                headers[key.strip().lower()] = value.strip()
+        facts: dict[str, str] = {}
+        if start.startswith("M-SEARCH"):
+            # A control point looking for devices: only its user agent says something.
+            if agent := headers.get("user-agent"):
+                facts["user_agent"] = _clip(agent)
+        elif start.startswith("NOTIFY") or start.startswith("HTTP/1."):
+            if server := headers.get("server"):
+                facts["server"] = _clip(server)
+                # "OS/version UPnP/1.0 product/version": the first token names the OS.
+                facts["os_hint"] = _clip(server.split()[0])
+            if location := headers.get("location"):
+                facts["location"] = _clip(location)
+            kind = headers.get("nt") or headers.get("st") or ""
+            if ":device:" in kind or ":service:" in kind:
+                facts["service"] = _clip(kind)
+        if not facts:
+            return []
+        return [DiscoveryEvent(ts=ts, source="ssdp", mac=src_mac, ip=src_ip, facts=facts)]
+
+    def _nbns(self, ts: float, src_mac: str, src_ip: str, payload: bytes) -> list[Event]:
+        msg = dpkt.netbios.NS(payload)
+        opcode = (msg.op >> 11) & 0x0F
+        is_response = bool(msg.op & 0x8000)
+        # Registrations (5), refreshes (8, 9) and positive query answers name the sender.
+        if is_response and opcode == 0:
+            records = msg.an
+        elif not is_response and opcode in (5, 8, 9):
+            records = msg.ar or msg.qd
+        else:
+            return []
+        for rr in records:
+            encoded = rr.name.split(".", 1)[0]
+            if len(encoded) != 32:
+                continue
+            name = dpkt.netbios.decode_name(encoded)
+            suffix = ord(name[15]) if len(name) == 16 else -1
+            rdata = getattr(rr, "rdata", b"")
+            is_group = len(rdata) >= 2 and rdata[0] & 0x80
+            # <00> workstation and <20> file server names are the host's own name.
+            if suffix in (0x00, 0x20) and not is_group:
+                hostname = _clip(name[:15].rstrip())
+                if hostname and not hostname.startswith("\x01"):
+                    facts = {"hostname": hostname}
+                    return [
+                        DiscoveryEvent(ts=ts, source="nbns", mac=src_mac, ip=src_ip, facts=facts)
+                    ]
+        return []
+
+
+# --- capture files ---------------------------------------------------------------------
+
+_PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_LINKTYPE_ETHERNET = 1
+_CHUNK = 1 << 20
+
+
+class CaptureStats:
+    """What a pass over capture files saw: every frame and its bytes."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+
+
+def read_capture(
+    paths: Sequence[str], *, decoder: Decoder | None = None, stats: CaptureStats | None = None
+) -> Iterator[Event]:
+    """Discovery events in capture files (pcap or pcapng), in file order.
+
+    Frames of other link types than Ethernet are counted but not decoded. ``stats``
+    receives the number of frames and bytes in the files (the replay's packet count).
+    """
+    decoder = decoder or Decoder()
+    stats = stats or CaptureStats()
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(24)
+                if head[:4] in _PCAP_MAGIC:
+                    yield from _read_pcap(fh, head, decoder, stats)
+                elif head[:4] == _PCAPNG_MAGIC:
+                    fh.seek(0)
+                    yield from _read_pcapng(fh, decoder, stats)
+                else:
+                    raise DiscoveryError(f"{path}: not a pcap or pcapng file")
+        except OSError as exc:
+            raise DiscoveryError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_pcap(fh: Any, head: bytes, decoder: Decoder, stats: CaptureStats) -> Iterator[Event]:
+    endian, tick = _PCAP_MAGIC[head[:4]]
+    if len(head) < 24:
+        return
+    linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
+    ethernet = linktype == _LINKTYPE_ETHERNET
+    record = struct.Struct(endian + "IIII")
+    unpack_from = record.unpack_from
+    buf = b""
+    packets = 0
+    nbytes = 0
+    ts = 0.0
+    last_sec = last_frac = 0
+    first: float | None = None
+    # The loop is the whole cost of the offline pass: read big chunks and look at each
+    # frame's headers with slicing only; decode() runs for the rare discovery frame.
+    while True:
+        chunk = fh.read(_CHUNK)
+        if not chunk:
+            break
+        buf = buf + chunk if buf else chunk
+        off = 0
+        end = len(buf)
+        while off + 16 <= end:
+            sec, frac, caplen, origlen = unpack_from(buf, off)
+            stop = off + 16 + caplen
+            if stop > end:
+                break
+            packets += 1
+            nbytes += origlen
+            if ethernet and caplen >= 42:
+                et = buf[off + 28 : off + 30]
+                if et == b"\x08\x06" or (
+                    (et == b"\x08\x00" and buf[off + 39] == 17)
+                    or (et == b"\x86\xdd" and buf[off + 36] == 17)
+                    or et == b"\x81\x00"
+                ):
+                    ts = sec + frac * tick
+                    yield from decoder.decode(ts, buf[off + 16 : stop])
+            if first is None:
+                first = sec + frac * tick
+            last_sec, last_frac = sec, frac
+            off = stop
+        buf = buf[off:]
+    stats.packets += packets
+    stats.bytes += nbytes
+    if packets and first is not None:
+        ts = last_sec + last_frac * tick
+        stats.last_ts = ts if stats.last_ts is None else max(stats.last_ts, ts)
+        stats.first_ts = first if stats.first_ts is None else min(stats.first_ts, first)
+
+
+def _read_pcapng(fh: Any, decoder: Decoder, stats: CaptureStats) -> Iterator[Event]:
+    try:
+        reader = dpkt.pcapng.Reader(fh)
+        ethernet = reader.datalink() == _LINKTYPE_ETHERNET
+        for ts, frame in reader:
+            stats.packets += 1
+            stats.bytes += len(frame)
+            stats.last_ts = float(ts)
+            if ethernet:
+                yield from decoder.decode(float(ts), bytes(frame))
+    except (ValueError, dpkt.UnpackError, struct.error) as exc:
+        raise DiscoveryError(f"bad pcapng file: {exc}") from exc
+
+
+# --- live ------------------------------------------------------------------------------
+
+_ETH_P_ALL = 0x0003
+_SO_ATTACH_FILTER = 26
+_SOL_PACKET = 263
+_PACKET_ADD_MEMBERSHIP = 1
+_PACKET_MR_PROMISC = 1
+
+
+class _BpfInsn(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _BpfProgram(ctypes.Structure):
+    _fields_ = (("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_BpfInsn)))
+
+
+def compile_filter(expression: str, *, snaplen: int = 2048) -> tuple[bytes, int] | None:
+    """Compile a libpcap filter for Ethernet into classic BPF instructions.
+
+    Returns the packed ``struct sock_filter`` array and its length, or None when libpcap is not installed (the listener
+    then filters in user space with the same byte checks as the offline reader).
+    """
+    name = ctypes.util.find_library("pcap")
+    if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    prog = _BpfProgram()
+    compile_nopcap = lib.pcap_compile_nopcap
+    compile_nopcap.argtypes = (
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.POINTER(_BpfProgram),
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_uint32,
+    )
+    if compile_nopcap(snaplen, _LINKTYPE_ETHERNET, ctypes.byref(prog), expression.encode(), 1, 0):
+        raise DiscoveryError(f"libpcap cannot compile filter {expression!r}")
+    try:
+        size = prog.bf_len * ctypes.sizeof(_BpfInsn)
+        return bytes(ctypes.string_at(prog.bf_insns, size)), int(prog.bf_len)
+    finally:
+        lib.pcap_freecode(ctypes.byref(prog))
+
+
+class DiscoveryListener:
+    """Reads discovery frames from an interface in a thread and hands events to ``emit``.
+
+    Needs CAP_NET_RAW only: the socket is an ``AF_PACKET`` socket, promiscuous mode is a
+    packet-socket membership (no interface flag change, so no CAP_NET_ADMIN), and the
+    kernel filter keeps everything but discovery frames out of Python.
+    """
+
+    def __init__(
+        self,
+        *,
+        interface: str,
+        emit: Callable[[Event], None],
+        promiscuous: bool = True,
+        decoder: Decoder | None = None,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.interface = interface
+        self.emit = emit
+        self.promiscuous = promiscuous
+        self.decoder = decoder or Decoder()
+        self.poll_s = poll_s
+        self.kernel_filter = False
+        self.errors = 0
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def open(self) -> None:
+        """Open the socket (raises :class:`DiscoveryError` without rights or interface)."""
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
+        except (OSError, AttributeError) as exc:
+            raise DiscoveryError(f"cannot open a packet socket: {exc}") from exc
+        try:
+            compiled = compile_filter(BPF_FILTER)
+            if compiled is not None:
+                insns, count = compiled
+                buf = ctypes.create_string_buffer(insns)
+                fprog = struct.pack("HL", count, ctypes.addressof(buf))
+                sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+                self.kernel_filter = True
+            sock.bind((self.interface, 0))
+            if self.promiscuous:
+                index = socket.if_nametoindex(self.interface)
+                mreq = struct.pack("IHH8s", index, _PACKET_MR_PROMISC, 0, b"")
+                sock.setsockopt(_SOL_PACKET, _PACKET_ADD_MEMBERSHIP, mreq)
+            sock.settimeout(self.poll_s)
+        except OSError as exc:
+            sock.close()
+            raise DiscoveryError(f"cannot listen on {self.interface!r}: {exc}") from exc
+        self._sock = sock
+
+    def start(self) -> None:
+        """Open the socket if needed and read in a daemon thread until :meth:`stop`."""
+        if self._sock is None:
+            self.open()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="discovery", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading and close the socket."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _run(self) -> None:
+        import time
+
+        sock = self._sock
+        assert sock is not None
+        while not self._stop.is_set():
+            try:
+                frame = sock.recv(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                self.errors += 1
+                continue
+            for event in self.decoder.decode(time.time(), frame):
+                try:
+                    self.emit(event)
+                except Exception:  # a consumer's bug must not kill the listener
+                    self.errors += 1
