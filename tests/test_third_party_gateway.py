@@ -67,7 +67,7 @@ class ThirdPartyGateway:
         port: int,
         outbox: Path,
         password: str | None = None,
-        ack_timeout_s: float = 60.0,
+        ack_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.tenant, self.gateway = tenant, gateway
@@ -95,7 +95,11 @@ class ThirdPartyGateway:
         )
         self.client.username_pw_set(gateway, password)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.will_seqs: list[int] = []
+        self._stopping = threading.Event()
+        self._resender = threading.Thread(target=self._resend_loop, name="resend", daemon=True)
 
     def _topic(self, direction: str, leaf: str) -> str:
         return f"mimamori/v1/{direction}/{self.tenant}/{self.gateway}/{leaf}"
@@ -148,23 +152,36 @@ class ThirdPartyGateway:
             rows = self._db.execute("SELECT kind, payload FROM outbox ORDER BY seq").fetchall()
         return [(self._topic("up", kind), bytes(payload)) for kind, payload in rows]
 
-    def start(self) -> None:
-        """Connect (§3, §13 step 6); the will is a fresh offline status with its own seq."""
+    def _arm_will(self) -> None:
+        """A fresh offline status with its own reserved seq, for the next CONNECT (§7.2)."""
         with self._lock:
-            seq = self._take_seq()  # reserved for the will, persisted as used (§7.2)
-            will = encode(self._document("status", seq, {"state": "offline",
-                                                          "reason": "connection lost"}))  # fmt: skip
-        self.client.will_set(self._topic("up", "status"), will, qos=1, retain=False)
+            seq = self._take_seq()  # persisted as used, never stored in the outbox
+            doc = self._document("status", seq, {"state": "offline", "reason": "connection lost"})
+        self.client.will_set(self._topic("up", "status"), encode(doc), qos=1, retain=False)
+        self.will_seqs.append(seq)
+
+    def start(self) -> None:
+        """Connect (§3, §13 step 6)."""
+        self._arm_will()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         self.client.connect(self.host, self.port, keepalive=60, clean_start=False,
                             properties=props)  # fmt: skip
         self.client.loop_start()
+        self._resender.start()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._resender.is_alive():
+            self._resender.join()
         self.client.disconnect()
         self.client.loop_stop()
         self._db.close()
+
+    def _resend_loop(self) -> None:
+        while not self._stopping.wait(min(1.0, self.ack_timeout_s / 4)):
+            if self.connected.is_set():
+                self.resend()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:  # fmt: skip
@@ -174,18 +191,23 @@ class ThirdPartyGateway:
         client.subscribe([(self._topic("down", "ack"), 1), (self._topic("down", "command"), 1),
                           (f"mimamori/v1/down/{self.tenant}/intel", 1)])  # fmt: skip
         self.connected.set()
-        self.submit("status", {"state": "online", "reason": "started"})
-        self.resend(older_than_s=0.0)
+        online = self.submit("status", {"state": "online", "reason": "started"})
+        self.resend(older_than_s=0.0, below=online)  # everything stored before it
 
-    def resend(self, older_than_s: float | None = None) -> int:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:  # fmt: skip
+        self.connected.clear()
+        self._arm_will()  # paho reconnects by itself; give that connection its own will
+
+    def resend(self, older_than_s: float | None = None, below: int = 2**63 - 1) -> int:
         """Re-publish what has waited longer than the ack timeout (§10 rule 4)."""
         limit = self.ack_timeout_s if older_than_s is None else older_than_s
         cutoff = time.monotonic() - limit
         with self._lock:
             due = self._db.execute(
-                "SELECT seq, kind, payload FROM outbox"
-                " WHERE sent_at_mono IS NULL OR sent_at_mono <= ? ORDER BY seq",
-                (cutoff,),
+                "SELECT seq, kind, payload FROM outbox WHERE seq < ?"
+                " AND (sent_at_mono IS NULL OR sent_at_mono <= ?) ORDER BY seq",
+                (below, cutoff),
             ).fetchall()
         for seq, kind, payload in due:
             self._publish(seq, kind, bytes(payload))
@@ -331,3 +353,90 @@ def test_numbering_continues_after_a_restart_and_survives_lost_state(tmp_path: P
                               outbox=tmp_path / "new.db", clock=lambda: 1001.0)  # fmt: skip
     assert fresh.submit("heartbeat", heartbeat_body(1.0)) > used[-1] + 1
     fresh.stop()
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class StandInCloud:
+    """The harness's cloud for broker-level tests: decodes with mimamori, acks per §10.
+
+    It acknowledges each message after "storing" it in memory, and drops (does not ack)
+    the first copy of the kinds in ``drop_first``, as a crashed ingester would.
+    """
+
+    def __init__(self, *, host: str, port: int, tenant: str, drop_first: set[str]) -> None:
+        from mimamori.protocol import codec, topics
+
+        self._codec, self._topics = codec, topics
+        self.tenant = tenant
+        self.drop_first = set(drop_first)
+        self.received: list[tuple[str, Any, bytes]] = []  # (kind, message, payload)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"standin-{tenant}",
+                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.subscribe(f"mimamori/v1/up/{tenant}/#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        from mimamori.protocol import Ack
+
+        message = self._codec.decode_up(msg.payload, msg.topic)
+        kind = self._codec.kind_of(message)
+        self.received.append((kind, message, bytes(msg.payload)))
+        if kind in self.drop_first:
+            self.drop_first.discard(kind)
+            return
+        ack = Ack(gateway=message.gateway, ranges=[(message.seq, message.seq)],
+                  committed_at=time.time())  # fmt: skip
+        client.publish(self._topics.ack(self.tenant, message.gateway), self._codec.encode(ack),
+                       qos=1)  # fmt: skip
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.received]
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_gateway_drains_its_outbox_resends_the_unacked_and_leaves_a_will(
+    broker: Any, topic_prefix: str, tmp_path: Path
+) -> None:
+    cloud = StandInCloud(host=broker.host, port=broker.port, tenant=topic_prefix,
+                         drop_first={"flows"})  # fmt: skip
+    gw = ThirdPartyGateway(tenant=topic_prefix, gateway="acme-gw-7", host=broker.host,
+                           port=broker.port, outbox=tmp_path / "outbox.db", ack_timeout_s=1.0)  # fmt: skip
+    try:
+        gw.start()
+        _wait(gw.connected.is_set, 10, "the gateway to connect")
+        seqs = _fill(gw, time.time())
+        _wait(lambda: gw.pending() == [], 15, "the outbox to drain")
+        assert sorted(cloud.kinds()) == sorted(["status", "heartbeat", "flows", "flows",
+                                                "devices", "alerts"])  # fmt: skip
+        # The unacknowledged flow batch came back byte for byte, same seq (§10 rule 4).
+        first, again = [(m, p) for k, m, p in cloud.received if k == "flows"]
+        assert first[0].seq == again[0].seq == seqs["flows"] and first[1] == again[1]
+
+        # Cut the connection without DISCONNECT: the broker publishes the will (§7.2).
+        will_seq = gw.will_seqs[-1]
+        sock = gw.client.socket()
+        assert sock is not None
+        sock.shutdown(2)  # socket.SHUT_RDWR
+        _wait(lambda: any(m.seq == will_seq for k, m, _ in cloud.received if k == "status"),
+              10, "the will")  # fmt: skip
+        offline = next(m for k, m, _ in cloud.received if k == "status" and m.seq == will_seq)
+        assert offline.state == "offline"
+        # paho reconnects; the new connection announces itself and has a new will.
+        _wait(lambda: cloud.kinds().count("status") == 3, 15, "the second online status")
+        assert gw.will_seqs[-1] != will_seq
+        _wait(lambda: gw.pending() == [], 10, "the second online status to be acked")
+    finally:
+        gw.stop()
+        cloud.stop()
