@@ -4,37 +4,159 @@ The edge calls ``on_flow`` for every expired flow, ``on_arp`` and ``on_discovery
 discovery traffic, and ``tick(now)`` at least once a second of traffic time (packet time
 in replay, wall-clock time live) so window-based rules can fire; ``finish(now)`` at the
 end of a capture. Every call returns the alerts raised by it. The engine holds no I/O and
-takes the clock from its arguments only.
+takes the clock from its arguments only: ``now`` is the latest time seen in a record or
+a tick, so a replay gives the same alerts as live traffic would.
+
+An alert whose ``dedup_key`` was raised within ``engine.suppress_s`` is dropped unless
+it is more severe than the one raised before (an escalation is news).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from mimamori.protocol import Alert, ArpEvent, DiscoveryEvent, FlowRecord
+from mimamori.detect._base import Rule
+from mimamori.detect._net import HomeNet
+from mimamori.detect.beacon import BeaconRule
+from mimamori.detect.bruteforce import BruteforceRule
+from mimamori.detect.config import DetectConfig, load_config
+from mimamori.detect.dns_tunnel import DnsTunnelRule
+from mimamori.detect.intel import Intel
+from mimamori.detect.intel_match import IntelMatchRule
+from mimamori.detect.lateral import LateralMovementRule
+from mimamori.detect.malware import MalwareTrafficRule
+from mimamori.detect.new_device import NewDeviceRule
+from mimamori.detect.posture import CleartextRule, ExposureRule, OldOsRule
+from mimamori.detect.scan import ScanRule
+from mimamori.protocol import SEVERITIES, Alert, ArpEvent, DiscoveryEvent, FlowRecord
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+@dataclass
+class EngineStats:
+    """Counters for the gateway's health reporting."""
+
+    flows: int = 0
+    arp: int = 0
+    discovery: int = 0
+    alerts: int = 0
+    suppressed: int = 0
+    rule_errors: int = 0
+    last_error: str = ""
+    by_category: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
     """Runs every real-time rule over the records of one site."""
 
-    def __init__(self, *, home_net: Sequence[Network], config: object | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        home_net: Sequence[Network],
+        config: DetectConfig | dict[str, Any] | str | None = None,
+        intel: Intel | None = None,
+        known_macs: Iterable[str] = (),
+    ) -> None:
         self.home_net = tuple(home_net)
-        self.config = config
+        self.config = config if isinstance(config, DetectConfig) else load_config(config)
+        home = HomeNet(self.home_net)
+        cfg = self.config
+        limit = cfg.engine.max_tracked
+        self.intel_rule = IntelMatchRule(home=home, config=cfg.intel_match, intel=intel or Intel())
+        self.rules: list[Rule] = [
+            ScanRule(home=home, config=cfg.scan, max_tracked=limit),
+            BeaconRule(home=home, config=cfg.beacon, max_tracked=limit),
+            BruteforceRule(home=home, config=cfg.bruteforce, max_tracked=limit),
+            DnsTunnelRule(home=home, config=cfg.dns_tunnel, max_tracked=limit),
+            LateralMovementRule(home=home, config=cfg.lateral_movement, max_tracked=limit),
+            self.intel_rule,
+            MalwareTrafficRule(home=home, config=cfg.malware_traffic, max_tracked=limit),
+            NewDeviceRule(
+                home=home, config=cfg.new_device, known_macs=known_macs, max_tracked=limit
+            ),
+            ExposureRule(home=home, config=cfg.exposure),
+            CleartextRule(home=home, config=cfg.cleartext_credentials),
+            OldOsRule(home=home, config=cfg.old_os, max_tracked=limit),
+        ]
+        self.now = 0.0
+        self.stats = EngineStats()
+        self._raised: dict[str, tuple[float, int]] = {}  # dedup_key -> (time, severity rank)
+        self._last_housekeeping = float("-inf")
+
+    def set_intel(self, intel: Intel) -> None:
+        """Swap in refreshed threat intelligence (from the cloud's bundle)."""
+        self.intel_rule.intel = intel
+
+    # --- input ------------------------------------------------------------------------
 
     def on_flow(self, record: FlowRecord) -> list[Alert]:
-        return []
+        """Feed one expired flow; returns the alerts it raised."""
+        self.stats.flows += 1
+        self._advance(record.last_seen)
+        return self._run(lambda rule: rule.on_flow(record, self.now))
 
     def on_arp(self, event: ArpEvent) -> list[Alert]:
-        return []
+        """Feed one ARP packet."""
+        self.stats.arp += 1
+        self._advance(event.ts)
+        return self._run(lambda rule: rule.on_arp(event, self.now))
 
     def on_discovery(self, event: DiscoveryEvent) -> list[Alert]:
-        return []
+        """Feed one DHCP/mDNS/SSDP/NBNS fact."""
+        self.stats.discovery += 1
+        self._advance(event.ts)
+        return self._run(lambda rule: rule.on_discovery(event, self.now))
 
     def tick(self, now: float) -> list[Alert]:
-        return []
+        """Advance the clock; rules with time-driven checks run (throttled)."""
+        self._advance(now)
+        if self.now - self._last_housekeeping < self.config.engine.housekeeping_s:
+            return []
+        self._last_housekeeping = self.now
+        horizon = self.now - self.config.engine.suppress_s
+        for key in [k for k, (t, _) in self._raised.items() if t < horizon]:
+            del self._raised[key]
+        return self._run(lambda rule: rule.tick(self.now))
 
     def finish(self, now: float) -> list[Alert]:
-        return self.tick(now)
+        """End of input (capture end or shutdown): rules report what they still hold."""
+        self._advance(now)
+        return self._run(lambda rule: rule.finish(self.now))
+
+    # --- internals --------------------------------------------------------------------
+
+    def _advance(self, t: float) -> None:
+        # Records arrive at expiry, slightly out of order: the clock never goes back.
+        if t > self.now:
+            self.now = t
+
+    def _run(self, call: Callable[[Rule], list[Alert]]) -> list[Alert]:
+        out: list[Alert] = []
+        for rule in self.rules:
+            try:
+                alerts = call(rule)
+            except Exception as exc:  # a rule's bug or an odd record must not stop the rest
+                self.stats.rule_errors += 1
+                self.stats.last_error = f"{rule.name}: {type(exc).__name__}: {exc}"
+                continue
+            out += [a for a in alerts if self._admit(a)]
+        return out
+
+    def _admit(self, alert: Alert) -> bool:
+        rank = _RANK[alert.severity]
+        previous = self._raised.get(alert.dedup_key)
+        if previous is not None:
+            at, old_rank = previous
+            if alert.detected_at - at < self.config.engine.suppress_s and rank <= old_rank:
+                self.stats.suppressed += 1
+                return False
+        self._raised[alert.dedup_key] = (alert.detected_at, rank)
+        self.stats.alerts += 1
+        self.stats.by_category[alert.category] = self.stats.by_category.get(alert.category, 0) + 1
+        return True

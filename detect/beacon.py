@@ -1,0 +1,204 @@
+"""Beacon rule: one LAN host calling back to one internet destination like clockwork.
+
+Call-backs are connection starts of answered outbound flows, keyed by (LAN host,
+destination) where the destination is the TLS/HTTP server name when known, else the IP.
+Starts closer than ``merge_s`` are one call-back. When a pair has ``min_connections``
+call-backs its series is scored with :func:`mimamori.detect.stats.beacon_score` (at most
+every ``evaluate_every_s``) and reported when the score reaches ``threshold`` and the
+timing alone reaches ``min_timing``. Destinations used by much of the site's fleet
+(prevalence), allowlisted domains and periodic-by-design protocols are not scored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from mimamori.detect import _flowfacts as ff
+from mimamori.detect._base import Bounded, Rule, make_alert
+from mimamori.detect._net import HomeNet
+from mimamori.detect.config import BeaconConfig
+from mimamori.detect.stats import BeaconScore, beacon_score
+from mimamori.protocol import Alert, FlowRecord
+
+_PREVALENCE_LIMIT = 256  # LAN devices remembered per destination
+
+
+@dataclass
+class _Pair:
+    starts: deque[float]
+    sizes: deque[float]
+    last_eval: float = float("-inf")
+    dirty: bool = False
+    port: int = 0
+    mac: str = ""
+
+
+@dataclass
+class _Dest:
+    devices: dict[str, float] = field(default_factory=dict)
+
+
+def domain_allowed(name: str, suffixes: list[str]) -> bool:
+    """True if ``name`` is one of ``suffixes`` or a subdomain of one."""
+    name = name.lower().rstrip(".")
+    return any(name == s or name.endswith("." + s) for s in suffixes)
+
+
+class BeaconRule(Rule):
+    name = "beacon"
+
+    def __init__(self, *, home: HomeNet, config: BeaconConfig, max_tracked: int) -> None:
+        super().__init__(home=home)
+        self.cfg = config
+        size = config.max_history
+        self.pairs: Bounded[tuple[str, str], _Pair] = Bounded(
+            max_tracked, lambda: _Pair(starts=deque(maxlen=size), sizes=deque(maxlen=size))
+        )
+        self.dests: Bounded[str, _Dest] = Bounded(max_tracked, _Dest)
+        self.devices: Bounded[str, float] = Bounded(max_tracked, float)
+        # 5-tuples whose last record was cut by the meter's active timeout: the next
+        # record is the same connection continuing, not a new call-back.
+        self.continuing: Bounded[tuple[str, int, str, int, int], float] = Bounded(
+            max_tracked, float
+        )
+        self._ignore_apps = {a.upper() for a in config.ignore_apps}
+        self._ignore_ports = set(config.ignore_ports)
+
+    def on_flow(self, rec: FlowRecord, now: float) -> list[Alert]:
+        if not self.home.is_local(rec.src_ip):
+            return []
+        self.devices.get(rec.src_ip)
+        if not self.home.is_remote(rec.dst_ip) or rec.proto not in (ff.TCP, ff.UDP):
+            return []
+        if ff.app_base(rec).upper() in self._ignore_apps or ff.looks_reversed(rec):
+            return []
+        if rec.dst_port in self._ignore_ports or not ff.answered(rec):
+            return []
+        five = (rec.src_ip, rec.src_port, rec.dst_ip, rec.dst_port, rec.proto)
+        was_cut = self.continuing.peek(five) is not None
+        if rec.expiry == "active":
+            self.continuing.get(five)
+        else:
+            self.continuing.pop(five)
+        if was_cut:
+            return []
+        dest = (rec.sni or rec.dst_ip).lower()
+        if domain_allowed(dest, self.cfg.allow_domains):
+            return []
+        self.dests.get(dest).devices[rec.src_ip] = now
+        pair = self.pairs.get((rec.src_ip, dest))
+        pair.port, pair.mac = rec.dst_port, rec.src_mac or pair.mac
+        size = float(rec.bytes_src2dst)
+        if pair.starts and rec.first_seen - pair.starts[-1] < self.cfg.merge_s:
+            pair.sizes[-1] += size
+        else:
+            pair.starts.append(rec.first_seen)
+            pair.sizes.append(size)
+        pair.dirty = True
+        if len(pair.starts) >= self.cfg.min_connections and (
+            now - pair.last_eval >= self.cfg.evaluate_every_s
+        ):
+            return self._evaluate(rec.src_ip, dest, pair, now)
+        return []
+
+    def _prevalent(self, dest: str, now: float) -> bool:
+        entry = self.dests.peek(dest)
+        if entry is None:
+            return False
+        horizon = now - self.cfg.history_s
+        users = sum(1 for t in entry.devices.values() if t >= horizon)
+        fleet = max(1, len(self.devices))
+        return (
+            users >= self.cfg.prevalence_min_devices
+            and users >= self.cfg.prevalence_fraction * fleet
+        )
+
+    def _evaluate(self, src: str, dest: str, pair: _Pair, now: float) -> list[Alert]:
+        pair.last_eval, pair.dirty = now, False
+        horizon = now - self.cfg.history_s
+        while pair.starts and pair.starts[0] < horizon:
+            pair.starts.popleft()
+            pair.sizes.popleft()
+        if len(pair.starts) < self.cfg.min_connections or self._prevalent(dest, now):
+            return []
+        # Flows reach us at expiry, not in start order: score the sorted series.
+        series = sorted(zip(pair.starts, pair.sizes, strict=True))
+        score = beacon_score(
+            [t for t, _ in series],
+            [s for _, s in series],
+            full_count=self.cfg.full_count,
+            size_reference_bytes=self.cfg.size_reference_bytes,
+            skew_tolerance=self.cfg.skew_tolerance,
+        )
+        if score.score < self.cfg.threshold or score.timing < self.cfg.min_timing:
+            return []
+        return [self._alert(src, dest, pair, score, now, series[0][0], series[-1][0])]
+
+    def _alert(
+        self,
+        src: str,
+        dest: str,
+        pair: _Pair,
+        score: BeaconScore,
+        now: float,
+        first: float,
+        last: float,
+    ) -> Alert:
+        strong = score.score >= self.cfg.strong_threshold
+        period = score.median_interval
+        quiet = self.cfg.quiet_device_ouis.get(pair.mac.lower()[:8], "")
+        if quiet:
+            severity = self.cfg.severity_quiet_device
+        else:
+            severity = self.cfg.severity_strong if strong else self.cfg.severity
+        return make_alert(
+            rule="beacon.realtime",
+            category="beacon",
+            severity=severity,
+            at=now,
+            actor=src,
+            target=f"{dest}:{pair.port}",
+            dedup_key=f"beacon:{src}:{dest}",
+            summary_en=(
+                f"{src} calls back to {dest}:{pair.port} every {period:.1f} s "
+                f"({score.connections} times, beacon score {score.score:.2f})"
+            ),
+            summary_ja=(
+                f"{src} が {dest}:{pair.port} へ約 {period:.1f} 秒ごとに定期通信しています"
+                f"({score.connections} 回、ビーコンスコア {score.score:.2f})"
+            ),
+            evidence={
+                "score": round(score.score, 3),
+                "timing": round(score.timing, 3),
+                "interval_skew": round(score.interval_skew, 3),
+                "interval_madm": round(score.interval_madm, 3),
+                "count_score": round(score.count, 3),
+                "size_skew": round(score.size_skew, 3),
+                "size_madm": round(score.size_madm, 3),
+                "size_smallness": round(score.size_smallness, 3),
+                "connections": score.connections,
+                "median_interval_s": round(period, 3),
+                "median_bytes": score.median_size,
+                "quiet_device": quiet,
+                "first_seen": first,
+                "last_seen": last,
+            },
+            mac=pair.mac,
+        )
+
+    def tick(self, now: float) -> list[Alert]:
+        out: list[Alert] = []
+        for (src, dest), pair in self.pairs.items():
+            if pair.dirty and now - pair.last_eval >= self.cfg.evaluate_every_s:
+                out += self._evaluate(src, dest, pair, now)
+            elif pair.starts and pair.starts[-1] < now - self.cfg.history_s:
+                self.pairs.pop((src, dest))
+        return out
+
+    def finish(self, now: float) -> list[Alert]:
+        out: list[Alert] = []
+        for (src, dest), pair in self.pairs.items():
+            if pair.dirty and len(pair.starts) >= self.cfg.min_connections:
+                out += self._evaluate(src, dest, pair, now)
+        return out
