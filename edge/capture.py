@@ -19,12 +19,22 @@ Errors: every failure of this module and of :mod:`.discovery` is a :class:`Captu
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mimamori.protocol import FlowRecord
+from mimamori.protocol import ArpEvent, DiscoveryEvent, FlowRecord
+
+if TYPE_CHECKING:
+    from mimamori.edge.discovery import DiscoveryListener
+
+log = logging.getLogger(__name__)
+Item = FlowRecord | ArpEvent | DiscoveryEvent
 
 #: nfstream's expiration_id values -> FlowRecord.expiry.
 _EXPIRY = {0: "idle", 1: "active", -1: "end"}
@@ -150,3 +160,101 @@ class FlowMeter:
                 yield flow_record(flow)
         except (OSError, ValueError) as exc:
             raise CaptureError(f"flow metering of {self.source!r} failed: {exc}") from exc
+
+
+class Consumer(Protocol):
+    """What :meth:`LiveCapture.run` drives (a :class:`~mimamori.edge.pipeline.Pipeline`)."""
+
+    def feed(self, item: Item, now: float | None = None) -> None: ...
+    def tick(self, now: float) -> None: ...
+
+
+class LiveCapture:
+    """nfstream and the discovery listener on one interface, merged into one queue.
+
+    Two daemon threads put flow records (from nfstream's meter processes) and discovery
+    events (from :class:`~mimamori.edge.discovery.DiscoveryListener`) into a bounded
+    queue; :meth:`run` takes them out in arrival order and hands them to the pipeline with
+    the wall-clock time, and ticks it at least every ``tick_s``. When the consumer falls
+    behind, the queue fills and new items are dropped and counted (``dropped``) rather than
+    letting memory grow.
+    """
+
+    def __init__(
+        self,
+        *,
+        meter: FlowMeter,
+        listener: DiscoveryListener | None,
+        queue_size: int = 65536,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.meter = meter
+        self.listener = listener
+        self.clock = clock
+        self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self.flows = 0
+        self.events = 0
+        self.error: BaseException | None = None
+        self._meter_thread: threading.Thread | None = None
+        self._running = threading.Event()
+
+    def _put(self, item: Item) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def _put_event(self, item: ArpEvent | DiscoveryEvent) -> None:
+        self.events += 1
+        self._put(item)
+
+    def _meter_loop(self) -> None:
+        try:
+            for record in self.meter:
+                self.flows += 1
+                self._put(record)
+                if not self._running.is_set():
+                    return
+        except CaptureError as exc:
+            self.error = exc
+            log.error("flow meter stopped: %s", exc)
+        except Exception as exc:  # nfstream's own failures surface as anything
+            self.error = CaptureError(f"flow meter failed: {exc}")
+            log.exception("flow meter failed")
+
+    def start(self) -> None:
+        """Start metering and listening (raises :class:`CaptureError` if it cannot)."""
+        self._running.set()
+        if self.listener is not None:
+            self.listener.emit = self._put_event
+            self.listener.start()
+        self._meter_thread = threading.Thread(target=self._meter_loop, name="meter", daemon=True)
+        self._meter_thread.start()
+
+    def stop(self) -> None:
+        """Stop listening; nfstream's meter processes end with the process (daemons)."""
+        self._running.clear()
+        if self.listener is not None:
+            self.listener.stop()
+
+    @property
+    def alive(self) -> bool:
+        """Is the flow meter still running?"""
+        return self._meter_thread is not None and self._meter_thread.is_alive()
+
+    def run(self, consumer: Consumer, *, stop: threading.Event, tick_s: float = 1.0) -> None:
+        """Feed ``consumer`` until ``stop`` is set (call :meth:`start` first)."""
+        next_tick = self.clock() + tick_s
+        while not stop.is_set():
+            timeout = max(0.0, next_tick - self.clock())
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            now = self.clock()
+            if item is not None:
+                consumer.feed(item, now)
+            if now >= next_tick:
+                consumer.tick(now)
+                next_tick = now + tick_s

@@ -1,0 +1,214 @@
+"""Flow summaries: direction, keys, folding, interval flushing, conservation of counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mimamori.edge.pipeline import Draft, Pipeline
+from mimamori.edge.replay import replay
+from mimamori.edge.summaries import Summarizer, batches, parse_home_net
+from mimamori.protocol import Alert, ArpEvent, DiscoveryEvent, FlowRecord, FlowSummary
+from mimamori.protocol.codec import decode_up, encode
+
+NETS = parse_home_net(["192.168.1.0/24"])
+PC = "aa:00:00:00:00:01"
+
+
+def _flow(
+    src: str,
+    dst: str,
+    dport: int,
+    *,
+    sport: int = 40000,
+    t: float = 1000.0,
+    pkts: tuple[int, int] = (3, 2),
+    nbytes: tuple[int, int] = (300, 200),
+    proto: int = 6,
+    app: str = "",
+    src_mac: str = PC,
+    dst_mac: str = "bb:00:00:00:00:01",
+) -> FlowRecord:
+    return FlowRecord(
+        first_seen=t,
+        last_seen=t + 1,
+        src_ip=src,
+        src_port=sport,
+        dst_ip=dst,
+        dst_port=dport,
+        proto=proto,
+        src_mac=src_mac,
+        dst_mac=dst_mac,
+        pkts_src2dst=pkts[0],
+        pkts_dst2src=pkts[1],
+        bytes_src2dst=nbytes[0],
+        bytes_dst2src=nbytes[1],
+        app=app,
+    )
+
+
+def _totals(rows: list[FlowSummary]) -> tuple[int, int, int, int, int]:
+    return (
+        sum(r.pkts_out + r.pkts_in for r in rows),
+        sum(r.bytes_out + r.bytes_in for r in rows),
+        sum(r.conns for r in rows),
+        sum(r.pkts_out for r in rows),
+        sum(r.bytes_in for r in rows),
+    )
+
+
+def test_directions_and_aggregation() -> None:
+    s = Summarizer(home_net=NETS, interval=60)
+    # Two connections of the PC to the same web server fold into one row.
+    s.add(_flow("192.168.1.10", "93.184.216.34", 443, sport=50001, app="TLS"), 1000)
+    s.add(_flow("192.168.1.10", "93.184.216.34", 443, sport=50002, t=1010, app="TLS"), 1011)
+    # An internet host reached the PC's SSH port: an "in" row keyed by the local port.
+    s.add(
+        _flow(
+            "203.0.113.9",
+            "192.168.1.10",
+            22,
+            sport=61000,
+            src_mac="bb:00:00:00:00:01",
+            dst_mac=PC,
+        ),
+        1020,
+    )
+    s.add(_flow("192.168.1.10", "192.168.1.20", 445), 1030)
+    s.add(_flow("192.168.1.10", "224.0.0.251", 5353, proto=17), 1030)
+    start, rows = s.flush()
+    assert start == 960.0  # intervals are aligned to multiples of the interval
+    by_dir = {(r.dir, r.remote_ip): r for r in rows}
+    web = by_dir[("out", "93.184.216.34")]
+    assert (web.conns, web.pkts_out, web.pkts_in, web.bytes_out, web.bytes_in) == (
+        2,
+        6,
+        4,
+        600,
+        400,
+    )
+    assert (web.first_seen, web.last_seen, web.mac, web.app) == (1000, 1011, PC, "TLS")
+    ssh = by_dir[("in", "203.0.113.9")]
+    assert (ssh.local_ip, ssh.remote_port, ssh.mac) == ("192.168.1.10", 22, PC)
+    # Counts are from the local device's point of view: what the remote sent is "in".
+    assert (ssh.pkts_in, ssh.pkts_out, ssh.bytes_in, ssh.bytes_out) == (3, 2, 300, 200)
+    assert by_dir[("lan", "192.168.1.20")].remote_port == 445
+    assert by_dir[("lan", "224.0.0.251")].proto == 17
+    assert len(rows) == 4
+
+
+def test_folding_vertical_scan_keeps_the_target() -> None:
+    s = Summarizer(home_net=NETS, interval=60, keep_rows=5)
+    flows = [
+        _flow("192.168.1.10", "192.168.1.30", port, pkts=(1, 1), nbytes=(60, 54))
+        for port in range(1, 1001)
+    ]
+    for f in flows:
+        s.add(f, 1000)
+    _, rows = s.flush()
+    assert len(rows) == 6  # the 5 largest plus one row for the rest of the host's ports
+    folded = [r for r in rows if r.remote_port == 0]
+    assert len(folded) == 1 and folded[0].remote_ip == "192.168.1.30"
+    assert folded[0].conns == 995
+    assert _totals(rows) == (2000, 114000, 1000, 1000, 54000)
+
+
+def test_folding_sweep_keeps_the_port_and_big_rows_survive() -> None:
+    s = Summarizer(home_net=NETS, interval=60, keep_rows=5)
+    for i in range(300):
+        s.add(
+            _flow("192.168.1.10", f"198.51.{i // 250}.{i % 250}", 23, pkts=(1, 0), nbytes=(60, 0)),
+            1000,
+        )
+    s.add(
+        _flow("192.168.1.10", "93.184.216.34", 443, pkts=(900, 1000), nbytes=(90_000, 1_000_000)),
+        1000,
+    )
+    _, rows = s.flush()
+    big = [r for r in rows if r.remote_ip == "93.184.216.34"]
+    assert len(big) == 1 and big[0].bytes_in == 1_000_000
+    folded = [r for r in rows if r.remote_ip == "0.0.0.0"]
+    assert len(folded) == 1 and folded[0].remote_port == 23 and folded[0].conns == 296
+    assert _totals(rows)[:3] == (300 + 1900, 300 * 60 + 1_090_000, 301)
+
+
+def test_key_bound_folds_overflow_into_catch_all_rows() -> None:
+    s = Summarizer(home_net=NETS, interval=60, keep_rows=1000, max_keys=10)
+    for port in range(50):
+        s.add(_flow("192.168.1.10", "8.8.8.8", port + 1, pkts=(1, 1), nbytes=(10, 10)), 1000)
+    _, rows = s.flush()
+    assert s.overflowed == 40
+    assert len(rows) == 11
+    assert _totals(rows)[:3] == (100, 1000, 50)
+
+
+def test_batches_split_at_protocol_limit() -> None:
+    rows = [
+        FlowSummary(ts=0, local_ip="192.168.1.1", remote_ip="8.8.8.8", proto=17)
+        for _ in range(12001)
+    ]
+    assert [len(b) for b in batches(rows)] == [5000, 5000, 2001]
+
+
+class _NoAlerts:
+    def on_flow(self, record: FlowRecord) -> list[Alert]:
+        return []
+
+    def on_arp(self, event: ArpEvent) -> list[Alert]:
+        return []
+
+    def on_discovery(self, event: DiscoveryEvent) -> list[Alert]:
+        return []
+
+    def tick(self, now: float) -> list[Alert]:
+        return []
+
+    def finish(self, now: float) -> list[Alert]:
+        return []
+
+
+def test_pipeline_flushes_each_interval_and_messages_decode() -> None:
+    from mimamori.edge.inventory import Inventory, VendorLookup
+
+    drafts: list[Draft] = []
+    pipeline = Pipeline(
+        engine=_NoAlerts(),
+        summarizer=Summarizer(home_net=NETS, interval=60),
+        inventory=Inventory(home_net=NETS, vendors=VendorLookup()),
+        sink=drafts.append,
+    )
+    pipeline.on_flow(_flow("192.168.1.10", "8.8.8.8", 53, proto=17, t=1000), 1001)
+    pipeline.on_flow(_flow("192.168.1.10", "8.8.4.4", 53, proto=17, t=1010), 1011)
+    assert [d.kind for d in drafts] == ["devices"]  # 5 s after the PC was first seen
+    pipeline.tick(1019.9)
+    assert [d.kind for d in drafts] == ["devices"]
+    pipeline.tick(1020)  # the interval 960..1020 has ended
+    flows = [d for d in drafts if d.kind == "flows"]
+    assert len(flows) == 1 and flows[0].items == 2
+    pipeline.finish(1090)
+    message = flows[0].build(gateway="gw-1", seq=7)
+    decoded = decode_up(encode(message))
+    assert decoded.seq == 7 and decoded.gateway == "gw-1"
+    assert decoded.sent_at == flows[0].created_at
+    devices = [d for d in drafts if d.kind == "devices"]
+    assert devices and devices[0].body["devices"][0].mac == PC
+
+
+def test_replay_summaries_conserve_packets_and_bytes(shared_data: Path) -> None:
+    for pcap, nets in (
+        ("pcap/benign/office/mixed_1kxun.pcap", ["192.168.0.0/16"]),
+        ("pcap/malicious/scan/synscan.pcap", ["172.16.0.0/12"]),
+        ("pcap/benign/iot_week/blink_cam.pcap", ["192.168.0.0/16"]),
+    ):
+        result = replay([str(shared_data / pcap)], home_net=nets, keep_records=True)
+        records = result.records
+        rows = result.summaries
+        assert sum(r.pkts_out + r.pkts_in for r in rows) == sum(
+            r.pkts_src2dst + r.pkts_dst2src for r in records
+        ), pcap
+        assert sum(r.bytes_out + r.bytes_in for r in rows) == sum(
+            r.bytes_src2dst + r.bytes_dst2src for r in records
+        ), pcap
+        assert sum(r.conns for r in rows) == len(records), pcap
+        # Folding keeps scans small: far fewer rows than flows on the SYN scan.
+        if "synscan" in pcap:
+            assert len(rows) < len(records) / 20
