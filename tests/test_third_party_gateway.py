@@ -4,7 +4,11 @@
 would: raw paho-mqtt, json, zstandard and the standard library, and nothing of mimamori
 (``test_gateway_code_uses_nothing_of_mimamori`` checks that). The tests are the harness:
 they may import mimamori to decode what the gateway produced, start the real ingester and
-look at the database.
+look at the database. Three levels: the reference decoder accepts every message the
+gateway encodes; over a real broker, with the harness playing the cloud, the gateway
+drains its outbox on acks, re-sends what was not acknowledged and leaves a will; and
+against the real ingester and PostgreSQL, every row is stored exactly once, re-sends are
+acked but not stored again, and a bad message is quarantined and never acked.
 
 Where the document was the only guide, comments cite its section (``§10``).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -215,7 +220,7 @@ class ThirdPartyGateway:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            doc = decode(msg.payload)
+            doc = decode(bytes(msg.payload))
         except ValueError:
             return  # §8: ignore what we cannot read
         if doc.get("kind") != "ack" or doc.get("gateway") != self.gateway:
@@ -228,11 +233,13 @@ class ThirdPartyGateway:
 
 
 def heartbeat_body(uptime_s: float) -> dict[str, Any]:
-    """§7.1, with the optional fields this gateway can fill in."""
+    """§7.1, with the optional fields this gateway can fill in, and one of its own."""
+    # "acme_fan_rpm" is this vendor's own key: receivers ignore unknown keys (§5.1).
     return {"interval_s": 30.0, "uptime_s": uptime_s, "load1": 0.25, "mem_used_pct": 41.0,
             "disk_used_pct": 9.5, "temp_c": None, "packets_seen": 1000, "packets_dropped": 0,
             "outbox_depth": 0, "outbox_bytes": 0, "agent_version": "acme-gw 2.3",
-            "config_hash": "abc123", "intel_age_s": None}  # fmt: skip
+            "config_hash": "abc123", "intel_age_s": None,
+            "acme_fan_rpm": 2400}  # fmt: skip
 
 
 def flows_body(ts: float, rows: int) -> dict[str, Any]:
@@ -427,8 +434,8 @@ def test_gateway_drains_its_outbox_resends_the_unacked_and_leaves_a_will(
         # Cut the connection without DISCONNECT: the broker publishes the will (§7.2).
         will_seq = gw.will_seqs[-1]
         sock = gw.client.socket()
-        assert sock is not None
-        sock.shutdown(2)  # socket.SHUT_RDWR
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
         _wait(lambda: any(m.seq == will_seq for k, m, _ in cloud.received if k == "status"),
               10, "the will")  # fmt: skip
         offline = next(m for k, m, _ in cloud.received if k == "status" and m.seq == will_seq)
@@ -440,3 +447,72 @@ def test_gateway_drains_its_outbox_resends_the_unacked_and_leaves_a_will(
     finally:
         gw.stop()
         cloud.stop()
+
+
+def _query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_third_party_gateway_against_the_real_ingester_rows_stored_exactly_once(
+    broker: Any, plain_db: Any, topic_prefix: str, tmp_path: Path
+) -> None:
+    from mimamori.cloud.settings import Settings
+    from mimamori.cloud.testing import IngesterThread, prepare_database, tenant_subscription
+
+    gateway = "acme-gw-7"
+    prepare_database(plain_db.dsn, tenant=topic_prefix, gateways=[gateway])
+    settings = Settings(dsn=plain_db.dsn, mqtt_port=broker.port, batch_delay_s=0.05,
+                        mqtt_client_id=f"ing-{topic_prefix}")  # fmt: skip
+    gw = ThirdPartyGateway(tenant=topic_prefix, gateway=gateway, host=broker.host,
+                           port=broker.port, outbox=tmp_path / "outbox.db", ack_timeout_s=1.0)  # fmt: skip
+    now = time.time()
+    # Stored while offline, published on connect (§3 "After every connection").
+    seqs = _fill(gw, now)
+    sent = gw.payloads()
+    with IngesterThread(settings=settings, subscription=tenant_subscription(topic_prefix)):
+        try:
+            gw.start()
+            _wait(lambda: gw.pending() == [], 30, "the cloud to acknowledge every message")
+            acked_once = len(gw.acks)
+            # Acks lost: the same payloads again (§10). The cloud must ack, not store, them.
+            for topic, payload in sent:
+                gw.client.publish(topic, payload, qos=1)
+            covered = lambda: {  # noqa: E731
+                s for a in gw.acks[acked_once:] for lo, hi in a["ranges"] for s in seqs.values()
+                if lo <= s <= hi
+            }  # fmt: skip
+            _wait(lambda: covered() == set(seqs.values()), 30, "acks of the re-sent copies")
+            # A message the cloud must refuse (a count written as a float, §5.1): quarantined
+            # and never acknowledged, while the good traffic around it is.
+            bad = gw.submit("heartbeat", {**heartbeat_body(20.0), "packets_seen": 1.5})
+            good = gw.submit("heartbeat", heartbeat_body(21.0))
+            _wait(lambda: gw.pending() == [bad], 30, "the good heartbeat's ack")
+            time.sleep(2 * gw.ack_timeout_s + 0.5)  # the bad one is re-sent, still no ack
+            assert gw.pending() == [bad]
+        finally:
+            gw.stop()
+
+    dsn = plain_db.dsn
+    receipts = dict(_query(dsn, "SELECT seq, kind FROM receipts WHERE gateway = %s", gateway))
+    for kind, seq in seqs.items():
+        assert receipts.get(seq) == kind
+    assert receipts.get(good) == "heartbeat" and bad not in receipts
+    assert _query(dsn, "SELECT count(*) FROM flows WHERE gateway = %s", gateway) == [(301,)]
+    assert _query(dsn, "SELECT sum(bytes_in) FROM flows WHERE gateway = %s AND mac IS NOT NULL",
+                  gateway) == [(sum(9000 + i for i in range(300)),)]  # fmt: skip
+    heartbeats = _query(dsn, "SELECT seq, uptime_s FROM heartbeats WHERE gateway = %s ORDER BY seq",
+                        gateway)  # fmt: skip
+    assert heartbeats == [(seqs["heartbeat"], 12.5), (good, 21.0)]
+    devices = _query(dsn, "SELECT mac::text, hostname FROM devices WHERE tenant = %s ORDER BY mac",
+                     topic_prefix)  # fmt: skip
+    assert devices == [("02:00:00:00:00:01", "受付PC"), ("02:00:00:00:00:02", "")]
+    alerts = _query(dsn, "SELECT alert_id, category, severity, evidence FROM alerts"
+                         " WHERE gateway = %s", gateway)  # fmt: skip
+    assert alerts == [("acme-0001", "bruteforce", "medium", {"attempts": 120, "window_s": 300})]
+    quarantine = _query(dsn, "SELECT reason, count(*) FROM quarantine WHERE gateway = %s"
+                             " GROUP BY reason", gateway)  # fmt: skip
+    assert len(quarantine) == 1 and quarantine[0][0] == "schema" and quarantine[0][1] >= 2
+    assert _query(dsn, "SELECT state FROM gateways WHERE id = %s", gateway) == [("online",)]
