@@ -59,6 +59,9 @@ PRIORITY: dict[str, int] = {
 #: Bytes charged per row on top of its payload: the SQLite b-tree cell, the priority index
 #: entry and page slack, measured at about 50-70 bytes for rows of a few kB.
 ROW_OVERHEAD = 64
+#: Messages older than this are dropped (and counted): the cloud remembers receipts for 31
+#: days (docs/protocol.md, delivery contract), so an older re-send could be stored twice.
+MAX_AGE_S = 31 * 86400
 #: Rows examined per step while making room, so a full outbox is trimmed in bounded chunks.
 EVICT_CHUNK = 256
 
@@ -273,6 +276,37 @@ class Outbox:
             self._depth -= removed
             self._payload_bytes -= freed
         return removed
+
+    def expire(self, max_age_s: float = MAX_AGE_S) -> int:
+        """Drop (and count) messages created more than ``max_age_s`` ago; return how many."""
+        cutoff = self._clock() - max_age_s
+        with self._lock:
+            try:
+                oldest = self._db.execute(
+                    "SELECT created_at FROM messages ORDER BY seq LIMIT 1"
+                ).fetchone()
+                # Sequence order follows creation order, so the oldest row answers cheaply.
+                if oldest is None or oldest[0] >= cutoff:
+                    return 0
+                self._db.execute("BEGIN IMMEDIATE")
+                rows = self._db.execute(
+                    "DELETE FROM messages WHERE created_at < ? RETURNING kind, size", (cutoff,)
+                ).fetchall()
+                per_kind: dict[str, int] = {}
+                for kind, size in rows:
+                    per_kind[kind] = per_kind.get(kind, 0) + 1
+                    self._depth -= 1
+                    self._payload_bytes -= size
+                for kind, n in per_kind.items():
+                    self._bump_dropped(kind, n)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"outbox expiry failed: {exc}") from exc
+        if rows:
+            log.warning("outbox: dropped %d message(s) older than %.0f days", len(rows),
+                        max_age_s / 86400)  # fmt: skip
+        return len(rows)
 
     # --- budget --------------------------------------------------------------------------
 

@@ -181,7 +181,8 @@ class Publisher:
 
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"mimamori-{tenant}-{gateway}",
+            # The protocol's convention: client id = gateway id (unique across tenants).
+            client_id=client_id or gateway,
             protocol=MQTTProtocolVersion.MQTTv5,
             reconnect_on_failure=False,
         )
@@ -452,6 +453,14 @@ class Publisher:
         except Exception:
             # A failing hook must not take the delivery loop down with it.
             self._log.exception("%s: %s handler failed", self.gateway, name)
+
+    def request_intel(self) -> None:
+        """Subscribe to the intel topic again: the broker re-sends the retained bundle.
+
+        For the ``refresh_intel`` command; call from the driving thread (a command hook).
+        """
+        if self._connected and self._on_intel is not None:
+            self._client.subscribe(self._intel_topic, qos=1)
 
     # --- lifecycle ----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from mimamori.protocol import Ack, Command, decode_up, encode, topics
+from mimamori.protocol import Ack, Command, UpMessage, decode_up, encode, topics
 from mimamori.protocol.sequence import ranges
 from mimamori.simulators.services import Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -25,6 +25,7 @@ class Received:
     seq: int
     kind: str
     state: str = ""  # for status messages
+    payload: bytes = b""
 
 
 class Acker:
@@ -66,7 +67,9 @@ class Acker:
         state = getattr(message, "state", "")
         key = (message.gateway, message.seq)
         with self._lock:
-            self.received.append(Received(message.gateway, message.seq, str(kind), state))
+            self.received.append(
+                Received(message.gateway, message.seq, str(kind), state, bytes(msg.payload))
+            )
             self._counts[key] = n = self._counts.get(key, 0) + 1
             paused = self.paused
         if not paused and n >= self.ack_from:
@@ -87,6 +90,12 @@ class Acker:
                 r.seq for r in self.received
                 if r.gateway == gateway and (kind is None or r.kind == kind)
             ]  # fmt: skip
+
+    def messages(self, gateway: str, kind: str) -> list[UpMessage]:
+        """Decoded messages of one kind from ``gateway``, in arrival order."""
+        return [
+            decode_up(r.payload) for r in self.snapshot() if r.gateway == gateway and r.kind == kind
+        ]
 
     def snapshot(self) -> list[Received]:
         with self._lock:

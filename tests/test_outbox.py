@@ -297,3 +297,14 @@ def test_survives_kill_9_mid_write(tmp_path: Path, budget: int) -> None:
             new = box.append(Heartbeat(gateway="gw1", seq=0, sent_at=1.0, uptime_s=1))
             assert new is not None and new > max(used) and new > max(left, default=0)
             seen_max = new
+
+
+def test_messages_older_than_the_cloud_remembers_are_dropped(tmp_path: Path) -> None:
+    clock = [NOW]
+    with open_box(tmp_path, clock=lambda: clock[0]) as box:
+        old = box.append(flows(now=NOW - 40 * 86400))
+        young = box.append(heartbeat(now=NOW - 3600))
+        assert box.expire() == 1
+        assert [p.seq for p in box.pending()] == [young]
+        assert box.get(old) is None and box.dropped() == {"flows": 1}
+        assert box.expire() == 0

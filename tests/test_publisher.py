@@ -32,6 +32,8 @@ def heartbeat(i: int = 0) -> Heartbeat:
 def make_publisher(
     broker: Mosquitto, tenant: str, outbox: Outbox, gateway: str = GW, **kw: object
 ) -> Publisher:
+    # Tests reuse gateway ids across tenants on one broker: keep their sessions apart.
+    kw.setdefault("client_id", f"{tenant}-{gateway}")
     kw.setdefault("ssl_context", None)
     kw.setdefault("insecure_plaintext", True)
     kw.setdefault("backoff", Backoff(initial=0.05, maximum=0.3))
@@ -274,7 +276,7 @@ def test_tls_with_gateway_credential(
         good = ssl.create_default_context(cafile=str(certs / "ca.pem"))
         pub = Publisher(
             outbox=outbox, tenant=topic_prefix, gateway=GW, host="127.0.0.1", port=tls_port,
-            ssl_context=good, username="gw1", password="right-pass",
+            ssl_context=good, username="gw1", password="right-pass", client_id=topic_prefix,
             backoff=Backoff(initial=0.05, maximum=0.2),
         )  # fmt: skip
         seq = outbox.append(heartbeat())
@@ -295,6 +297,7 @@ def test_tls_refuses_wrong_ca_or_password(
         outbox=outbox, tenant=topic_prefix, gateway=GW, host="127.0.0.1", port=tls_port,
         ssl_context=ssl.create_default_context(cafile=str(certs / ca)),
         username="gw1", password="wrong-pass" if failure == "wrong password" else "right-pass",
+        client_id=topic_prefix,
         backoff=Backoff(initial=0.05, maximum=0.2),
     )  # fmt: skip
     outbox.append(heartbeat())

@@ -1,0 +1,305 @@
+"""The gateway agent: capture pipeline + outbox + publisher + heartbeats, in one process.
+
+Threads::
+
+    capture (LiveCapture.run)  records → Pipeline → drafts ─┐
+    heartbeat (Heartbeater)    every interval → Heartbeat ──┼──→ Outbox (SQLite)
+    publisher (Publisher.run)  Outbox → MQTT; acks → Outbox ┘        ↑ thread-safe
+    main                       waits for SIGTERM / SIGINT or a dead capture
+
+The pipeline is not thread-safe, so anything the cloud asks of it (``resend_inventory``,
+a new intel bundle) is queued and run by the capture thread between two records
+(:class:`_PipelineDoor`), at most ``tick_s`` (1 s) later.
+
+Shutdown (SIGTERM from systemd, or SIGINT): stop capture, flush the pipeline's open
+summary interval and pending devices into the outbox, stop heartbeats, let the publisher
+drain for a few seconds, disconnect with the will (the cloud sees ``offline`` at once),
+close the outbox. Whatever was not delivered stays in the outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mimamori.edge import config as cfg
+from mimamori.edge.errors import EdgeError, OutboxCorrupt, OutboxError
+from mimamori.edge.heartbeat import HealthProbe, Heartbeater
+from mimamori.edge.outbox import MIB, Outbox
+from mimamori.edge.publisher import Backoff, Publisher
+from mimamori.protocol import ArpEvent, Command, DiscoveryEvent, FlowRecord, IntelBundle
+
+log = logging.getLogger(__name__)
+
+#: Seconds between checks that the capture threads are still alive.
+WATCH_S = 1.0
+
+Item = FlowRecord | ArpEvent | DiscoveryEvent
+
+
+class _PipelineDoor:
+    """The capture thread's consumer: runs queued jobs, then feeds the pipeline."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in the capture thread, before its next record or tick."""
+        self.jobs.put(job)
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                job()
+            except Exception:
+                log.exception("agent: a queued pipeline job failed")
+
+    def feed(self, item: Item, now: float | None = None) -> None:
+        self._run_jobs()
+        self.pipeline.feed(item, now)
+
+    def tick(self, now: float) -> None:
+        self._run_jobs()
+        self.pipeline.tick(now)
+
+
+@dataclass
+class _Capture:
+    """The capture side, present when ``capture.interface`` is set."""
+
+    live: Any  # mimamori.edge.capture.LiveCapture
+    pipeline: Any  # mimamori.edge.pipeline.Pipeline
+    door: _PipelineDoor
+    engine: Any
+
+
+def open_outbox(config: cfg.Config) -> Outbox:
+    """Open the outbox; a corrupt one is moved aside (and logged) and a new one started.
+
+    Numbering stays safe across the swap: the new outbox starts at the time floor, above
+    every number the old one could have used (protocol.sequence).
+    """
+    path = Path(config.outbox.path)
+    budget = config.outbox.budget_mb * MIB
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutboxError(f"cannot create the outbox directory {path.parent}: {exc}") from exc
+    try:
+        return Outbox(path=path, budget_bytes=budget)
+    except OutboxCorrupt as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        log.error("agent: %s; moved to %s and starting a new outbox", exc, aside)
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                src.rename(Path(f"{aside}{suffix}"))
+        return Outbox(path=path, budget_bytes=budget)
+
+
+def _end_meter_processes() -> None:
+    """Terminate nfstream's meter processes (our children) so the interpreter can exit.
+
+    LiveCapture.stop leaves them running, and multiprocessing joins non-daemon children
+    at exit, which would hang the agent after SIGTERM.
+    """
+    for child in multiprocessing.active_children():
+        child.terminate()
+    for child in multiprocessing.active_children():
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+
+
+class Agent:
+    """Everything the gateway runs, wired from one validated configuration."""
+
+    def __init__(self, *, config: cfg.Config, outbox: Outbox | None = None) -> None:
+        self.config = config
+        self.config_hash = cfg.config_hash(config)
+        self.outbox = outbox or open_outbox(config)
+        self._intel_generated_at: float | None = None
+        self.capture = self._build_capture() if config.capture.interface else None
+        creds = cfg.credentials(config)
+        m = config.mqtt
+        self.publisher = Publisher(
+            outbox=self.outbox,
+            tenant=config.gateway.tenant,
+            gateway=config.gateway.id,
+            host=m.host,
+            port=m.port,
+            ssl_context=cfg.ssl_context(config),
+            insecure_plaintext=m.insecure_plaintext,
+            username=creds.username if creds else None,
+            password=creds.password if creds else None,
+            client_id=m.client_id or None,
+            keepalive=m.keepalive_s,
+            session_expiry=m.session_expiry_s,
+            connect_timeout=m.connect_timeout_s,
+            window=m.window,
+            ack_timeout=m.ack_timeout_s,
+            backoff=Backoff(initial=m.backoff_initial_s, maximum=m.backoff_max_s),
+            commands={
+                "resend_inventory": self._resend_inventory,
+                "refresh_intel": self._refresh_intel,
+            },
+            on_intel=self._on_intel if self.capture else None,
+        )
+        self.probe = HealthProbe(
+            gateway=config.gateway.id,
+            outbox=self.outbox,
+            interval=config.heartbeat.interval_s,
+            config_hash=self.config_hash,
+            packets=self._packets if self.capture else None,
+            intel_age=self._intel_age,
+        )
+        self.heartbeater = Heartbeater(probe=self.probe, on_beat=self._housekeeping)
+
+    def _housekeeping(self) -> None:
+        """After each heartbeat: drop what the cloud would no longer recognise (31 days)."""
+        self.outbox.expire()
+
+    # --- capture wiring ------------------------------------------------------------------
+
+    def _build_capture(self) -> _Capture:
+        # Imported here so that a heartbeat-only agent does not need nfstream loaded.
+        from mimamori.detect.engine import Engine
+        from mimamori.edge.capture import FlowMeter, LiveCapture
+        from mimamori.edge.discovery import DiscoveryListener
+        from mimamori.edge.inventory import Inventory, VendorLookup
+        from mimamori.edge.pipeline import Draft, Pipeline
+        from mimamori.edge.summaries import DEFAULT_HOME_NET, Summarizer, parse_home_net
+
+        c = self.config.capture
+        nets = parse_home_net(c.home_net) if c.home_net else DEFAULT_HOME_NET
+        gateway = self.config.gateway.id
+        outbox = self.outbox
+
+        def sink(draft: Draft) -> None:
+            outbox.append(lambda seq: draft.build(gateway=gateway, seq=seq))
+
+        engine = Engine(home_net=nets)
+        pipeline = Pipeline(
+            engine=engine,
+            summarizer=Summarizer(home_net=nets, interval=c.summary_interval_s),
+            inventory=Inventory(home_net=nets, vendors=VendorLookup()),
+            sink=sink,
+        )
+        meter = FlowMeter(
+            source=c.interface, idle_timeout=c.idle_timeout_s, active_timeout=c.active_timeout_s
+        )
+        listener = DiscoveryListener(interface=c.interface, emit=lambda event: None)
+        live = LiveCapture(meter=meter, listener=listener)
+        return _Capture(live=live, pipeline=pipeline, door=_PipelineDoor(pipeline), engine=engine)
+
+    def _packets(self) -> tuple[int, int]:
+        assert self.capture is not None
+        return self.capture.pipeline.stats.packets, self.capture.live.dropped
+
+    def _intel_age(self) -> float | None:
+        at = self._intel_generated_at
+        return None if at is None else max(0.0, time.time() - at)
+
+    # --- command hooks (run in the publisher's thread) -----------------------------------
+
+    def _resend_inventory(self, command: Command) -> None:
+        if self.capture is None:
+            log.info("agent: resend_inventory ignored: capture is off")
+            return
+        self.capture.door.submit(self.capture.pipeline.resend_inventory)
+
+    def _refresh_intel(self, command: Command) -> None:
+        self.publisher.request_intel()
+
+    def _on_intel(self, bundle: IntelBundle) -> None:
+        from mimamori.detect.intel import Intel
+
+        capture = self.capture
+        if capture is None:
+            return
+        intel = Intel.from_bundle(bundle)
+
+        def swap() -> None:
+            capture.engine.set_intel(intel)
+            self._intel_generated_at = bundle.generated_at
+            log.info("agent: intel bundle %s in use (%d indicators)", bundle.version, len(intel))
+
+        capture.door.submit(swap)
+
+    # --- running -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Run until ``stop`` is set (0) or capture dies (1); always shut down cleanly."""
+        pub_stop = threading.Event()
+        cap_stop = threading.Event()
+        publisher = threading.Thread(
+            target=self.publisher.run, args=(pub_stop,), name="publisher", daemon=True
+        )
+        capture_thread: threading.Thread | None = None
+        status = 0
+        publisher.start()
+        self.heartbeater.start()
+        try:
+            if self.capture is not None:
+                self.capture.live.start()
+                capture_thread = threading.Thread(
+                    target=self.capture.live.run, args=(self.capture.door,),
+                    kwargs={"stop": cap_stop}, name="capture", daemon=True,
+                )  # fmt: skip
+                capture_thread.start()
+            log.info(
+                "agent: gateway %s (tenant %s) running; config %s",
+                self.config.gateway.id, self.config.gateway.tenant, self.config_hash[:12],
+            )  # fmt: skip
+            while not stop.wait(WATCH_S):
+                if self.capture is not None and not self.capture.live.alive:
+                    log.error("agent: capture stopped: %s", self.capture.live.error)
+                    status = 1
+                    break
+        except EdgeError:
+            raise
+        except Exception as exc:
+            # A capture start failure (no rights, no interface) ends the agent: systemd
+            # restarts it and the missing heartbeats alert the SOC.
+            log.error("agent: %s", exc)
+            status = 1
+        finally:
+            self._shutdown(cap_stop, capture_thread, pub_stop, publisher)
+        return status
+
+    def _shutdown(
+        self,
+        cap_stop: threading.Event,
+        capture_thread: threading.Thread | None,
+        pub_stop: threading.Event,
+        publisher: threading.Thread,
+    ) -> None:
+        log.info("agent: shutting down")
+        if self.capture is not None:
+            cap_stop.set()
+            if capture_thread is not None:
+                capture_thread.join(timeout=10)
+            try:
+                self.capture.live.stop()
+            except Exception:
+                log.exception("agent: capture did not stop cleanly")
+            # The capture thread is gone: the pipeline is ours. Flush what it holds.
+            self.capture.pipeline.finish(time.time())
+            _end_meter_processes()
+        self.heartbeater.stop()
+        pub_stop.set()
+        publisher.join(timeout=30)
+        self.outbox.close()
+        log.info("agent: stopped")
