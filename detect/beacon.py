@@ -5,8 +5,9 @@ destination) where the destination is the TLS/HTTP server name when known, else 
 Starts closer than ``merge_s`` are one call-back. When a pair has ``min_connections``
 call-backs its series is scored with :func:`mimamori.detect.stats.beacon_score` (at most
 every ``evaluate_every_s``) and reported when the score reaches ``threshold`` and the
-timing alone reaches ``min_timing``. Destinations used by much of the site's fleet
-(prevalence), allowlisted domains and periodic-by-design protocols are not scored.
+dispersion of the gaps alone passes ``min_interval_madm``. Destinations used by much of
+the site's fleet (prevalence), allowlisted domains and periodic-by-design protocols are
+not scored.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class BeaconRule(Rule):
             size_reference_bytes=self.cfg.size_reference_bytes,
             skew_tolerance=self.cfg.skew_tolerance,
         )
-        if score.score < self.cfg.threshold or score.timing < self.cfg.min_timing:
+        if score.score < self.cfg.threshold or score.interval_madm < self.cfg.min_interval_madm:
             return []
         return [self._alert(src, dest, pair, score, now, series[0][0], series[-1][0])]
 

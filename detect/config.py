@@ -61,7 +61,7 @@ class BeaconConfig(_Section):
     full_count: PosInt
     size_reference_bytes: PosInt
     threshold: Fraction
-    min_timing: Fraction
+    min_interval_madm: Fraction
     evaluate_every_s: Seconds
     history_s: Seconds
     prevalence_min_devices: PosInt
@@ -180,12 +180,14 @@ class LongBeaconConfig(_Section):
     skew_tolerance: Fraction
     min_buckets: PosInt
     threshold: Fraction
+    min_interval_madm: Fraction
     full_count: PosInt
     size_reference_bytes: PosInt
     severity: Severity
 
 
 class ExfiltrationConfig(_Section):
+    bucket_s: Seconds
     baseline_s: Seconds
     min_baseline_buckets: PosInt
     min_bytes: PosInt

@@ -107,7 +107,7 @@ class ScanRule(Rule):
         _expire(src.hosts, horizon)
         out: list[Alert] = []
         on_host = {p: w for (d, p), (_, w) in src.ports.items() if d == rec.dst_ip}
-        vertical = sum(on_host.values())
+        vertical = round(sum(on_host.values()), 6)  # 50 x 0.1 must be 5
         if vertical >= self.cfg.vertical_ports:
             failed = sum(1 for w in on_host.values() if w >= 1.0)
             answered = failed < len(on_host)
@@ -151,7 +151,7 @@ class ScanRule(Rule):
         same_side = {
             d: v for d, v in src.hosts.items() if self.home.kind(d) == self.home.kind(rec.dst_ip)
         }
-        horizontal = sum(w for _, w, _ in same_side.values())
+        horizontal = round(sum(w for _, w, _ in same_side.values()), 6)
         if horizontal >= threshold:
             failed = sum(1 for _, w, _ in same_side.values() if w >= 1.0)
             answered = any(a for _, _, a in same_side.values())

@@ -1,0 +1,501 @@
+"""Table-driven tests of each real-time rule through the Engine, with hand-built records.
+
+Thresholds come from the shipped defaults unless a test overrides them; each test states
+the figures it relies on so that a change in defaults.toml shows up here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from typing import Any
+
+import pytest
+from mimamori.detect import Engine, Intel, load_config
+from mimamori.protocol import Alert, ArpEvent, DiscoveryEvent, FlowRecord
+
+HOME = [ipaddress.ip_network("192.168.1.0/24")]
+T0 = 1_700_000_000.0
+CFG = load_config()
+
+
+def flow(**kw: Any) -> FlowRecord:
+    """A completed TCP flow from a LAN host to an internet server unless told otherwise."""
+    base: dict[str, Any] = dict(
+        first_seen=T0, last_seen=T0 + 0.5, src_ip="192.168.1.10", src_port=50000,
+        dst_ip="203.0.113.5", dst_port=443, proto=6, src_mac="02:00:00:00:00:10",
+        pkts_src2dst=10, pkts_dst2src=10, bytes_src2dst=1500, bytes_dst2src=5000,
+        app="TLS", syn=1, synack=1, fin=2, expiry="end",
+    )  # fmt: skip
+    base.update(kw)
+    if "last_seen" not in kw:
+        base["last_seen"] = base["first_seen"] + 0.5
+    return FlowRecord(**base)
+
+
+def probe(**kw: Any) -> FlowRecord:
+    """An unanswered SYN."""
+    return flow(**{"pkts_dst2src": 0, "bytes_dst2src": 0, "synack": 0, "fin": 0, **kw})
+
+
+def run(records: list[Any], config: dict[str, Any] | None = None, **engine: Any) -> list[Alert]:
+    eng = Engine(home_net=HOME, config=config, **engine)
+    out: list[Alert] = []
+    for r in sorted(records, key=lambda r: getattr(r, "last_seen", getattr(r, "ts", 0))):
+        if isinstance(r, FlowRecord):
+            out += eng.on_flow(r)
+        elif isinstance(r, ArpEvent):
+            out += eng.on_arp(r)
+        else:
+            out += eng.on_discovery(r)
+    last = max((getattr(r, "last_seen", getattr(r, "ts", 0)) for r in records), default=T0)
+    return out + eng.finish(last)
+
+
+def cats(alerts: list[Alert]) -> set[tuple[str, str, str]]:
+    return {(a.category, a.actor, a.severity) for a in alerts}
+
+
+# --- scan ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ports", "completed", "expected"),
+    [
+        (9, 0, False),  # 9 failed ports < vertical_ports 10
+        (10, 0, True),
+        (5, 40, False),  # 5 + 40 x 0.1 = 9 weighted
+        (5, 50, True),  # 5 + 50 x 0.1 = 10
+    ],
+)
+def test_vertical_scan_threshold(ports: int, completed: int, expected: bool) -> None:
+    recs = [
+        probe(dst_ip="192.168.1.20", dst_port=1000 + i, first_seen=T0 + i * 0.1)
+        for i in range(ports)
+    ]
+    recs += [
+        flow(dst_ip="192.168.1.20", dst_port=2000 + i, first_seen=T0 + i * 0.1)
+        for i in range(completed)
+    ]
+    alerts = [a for a in run(recs) if a.rule == "scan.vertical"]
+    assert bool(alerts) is expected
+    if expected:
+        assert alerts[0].actor == "192.168.1.10" and alerts[0].target == "192.168.1.20"
+        assert alerts[0].severity == "medium"  # LAN to LAN
+
+
+@pytest.mark.parametrize(
+    ("src", "dst_base", "hosts", "severity"),
+    [
+        ("192.168.1.10", "198.51.100.", 16, "high"),  # LAN host sweeping the internet
+        ("192.168.1.10", "198.51.100.", 15, None),
+        ("203.0.113.9", "192.168.1.", 5, "low"),  # internet background scan, unanswered
+        ("203.0.113.9", "192.168.1.", 4, None),
+    ],
+)
+def test_horizontal_scan(src: str, dst_base: str, hosts: int, severity: str | None) -> None:
+    recs = [
+        probe(src_ip=src, dst_ip=f"{dst_base}{i + 20}", dst_port=23, first_seen=T0 + i)
+        for i in range(hosts)
+    ]
+    alerts = [a for a in run(recs) if a.rule == "scan.horizontal"]
+    assert [a.severity for a in alerts][:1] == ([severity] if severity else [])
+
+
+def test_inbound_scan_answered_is_medium() -> None:
+    recs = [probe(src_ip="203.0.113.9", dst_ip=f"192.168.1.{i + 20}", first_seen=T0 + i)
+            for i in range(4)]  # fmt: skip
+    recs.append(flow(src_ip="203.0.113.9", dst_ip="192.168.1.30", dst_port=3389, first_seen=T0 + 5))
+    recs += [probe(src_ip="203.0.113.9", dst_ip=f"192.168.1.{i + 40}", first_seen=T0 + 6 + i)
+             for i in range(2)]  # fmt: skip
+    assert ("scan", "203.0.113.9", "medium") in cats(run(recs))
+
+
+def test_scan_window_expires() -> None:
+    # 10 failed ports, but spread over 10 x 40 s: never 10 within 300 s.
+    recs = [probe(dst_ip="192.168.1.20", dst_port=100 + i, first_seen=T0 + i * 40)
+            for i in range(10)]  # fmt: skip
+    assert not run(recs)
+
+
+def test_reversed_flows_are_not_probes() -> None:
+    # A one-way tap shows a server's replies as flows from port 443 to ephemeral ports.
+    recs = [
+        probe(src_ip="203.0.113.5", src_port=443, dst_ip="192.168.1.10", dst_port=50000 + i,
+              first_seen=T0 + i)
+        for i in range(30)
+    ]  # fmt: skip
+    assert not run(recs)
+
+
+def test_arp_and_icmp_sweeps() -> None:
+    arps = [
+        ArpEvent(ts=T0 + i * 0.1, op="request", src_mac="02:00:00:00:00:66",
+                 src_ip="192.168.1.66", target_ip=f"192.168.1.{i + 1}")
+        for i in range(32)
+    ]  # fmt: skip
+    assert ("scan", "192.168.1.66", "medium") in cats(run(arps))
+    assert not run(arps[:31])  # 31 < arp_targets 32
+    gratuitous = [
+        ArpEvent(ts=T0 + i, op="request", src_mac="02:00:00:00:00:66",
+                 src_ip="192.168.1.66", target_ip="192.168.1.66")
+        for i in range(40)
+    ]  # fmt: skip
+    assert not run(gratuitous)
+    pings = [flow(proto=1, src_port=0, dst_port=0, dst_ip=f"192.168.1.{i + 1}", app="ICMP",
+                  first_seen=T0 + i * 0.1) for i in range(12)]  # fmt: skip
+    assert ("scan", "192.168.1.10", "medium") in cats(run(pings))
+    assert not run(pings[:11])
+
+
+def test_ignored_scanner() -> None:
+    recs = [probe(dst_ip="192.168.1.20", dst_port=1000 + i, first_seen=T0) for i in range(20)]
+    assert not run(recs, {"scan": {"ignore_sources": ["192.168.1.0/28"]}})
+
+
+# --- beacon ----------------------------------------------------------------------------
+
+
+def _callbacks(times: list[float], **kw: Any) -> list[FlowRecord]:
+    return [flow(first_seen=t, src_port=40000 + i, sni="c2.example", **kw)
+            for i, t in enumerate(times)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "gaps", "expected"),
+    [
+        ("regular", [60.0] * 40, "high"),  # score 0.9+ with 41 call-backs
+        ("jittered", None, "medium_or_high"),
+        ("poisson", "poisson", None),
+        ("too_few", [60.0] * 18, None),  # 19 call-backs < min_connections 20
+    ],
+)
+def test_beacon_regular_jittered_random(name: str, gaps: Any, expected: str | None) -> None:
+    rng = random.Random(3)
+    if gaps is None:
+        gaps = [60 + rng.uniform(-12, 12) for _ in range(40)]  # +-20 % jitter
+    elif gaps == "poisson":
+        gaps = [rng.expovariate(1 / 60) for _ in range(60)]
+    times = [T0]
+    for g in gaps:
+        times.append(times[-1] + g)
+    alerts = [a for a in run(_callbacks(times)) if a.category == "beacon"]
+    if expected is None:
+        assert not alerts, name
+    else:
+        assert alerts and alerts[-1].actor == "192.168.1.10"
+        assert alerts[-1].target == "c2.example:443"
+        if expected == "high":
+            assert alerts[-1].severity == "high"
+
+
+def test_beacon_quiet_for_prevalent_destination() -> None:
+    times = [T0 + 60 * i for i in range(30)]
+    recs = []
+    for host in range(10, 13):  # 3 of the 3 LAN devices poll it: a fleet's cloud service
+        recs += [flow(first_seen=t + host, src_ip=f"192.168.1.{host}", src_port=40000 + i,
+                      sni="cloud.vendor.example") for i, t in enumerate(times)]  # fmt: skip
+    assert not [a for a in run(recs) if a.category == "beacon"]
+
+
+def test_beacon_allowlist_and_ignored_protocols() -> None:
+    times = [T0 + 60 * i for i in range(30)]
+    ntp = [flow(first_seen=t, proto=17, dst_port=123, app="NTP", src_port=40000 + i)
+           for i, t in enumerate(times)]  # fmt: skip
+    upd = [flow(first_seen=t, sni="v10.events.data.windowsupdate.com", src_port=40000 + i)
+           for i, t in enumerate(times)]  # fmt: skip
+    assert not [a for a in run(ntp + upd) if a.category == "beacon"]
+
+
+def test_active_timeout_pieces_are_not_callbacks() -> None:
+    # One long MQTT connection cut every 60 s by the meter's active timeout.
+    recs = [flow(first_seen=T0 + 60 * i, last_seen=T0 + 60 * i + 59.9, dst_port=8883,
+                 expiry="active") for i in range(40)]  # fmt: skip
+    assert not [a for a in run(recs) if a.category == "beacon"]
+
+
+def test_quiet_device_beacon_is_low() -> None:
+    times = [T0 + 2 * i for i in range(40)]
+    alerts = run(_callbacks(times, src_mac="00:17:88:24:76:ff"))
+    assert {a.severity for a in alerts if a.category == "beacon"} == {"low"}
+
+
+# --- bruteforce ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sessions", "duration", "expected"),
+    [(9, 4.0, None), (10, 4.0, "medium"), (20, 45.0, None)],  # 45 s > short_session_s 30
+)
+def test_bruteforce_threshold(sessions: int, duration: float, expected: str | None) -> None:
+    recs = [flow(dst_ip="192.168.1.20", dst_port=22, app="SSH", first_seen=T0 + 6 * i,
+                 last_seen=T0 + 6 * i + duration, src_port=50000 + i) for i in range(sessions)]  # fmt: skip
+    alerts = [a for a in run(recs) if a.category == "bruteforce"]
+    assert [a.severity for a in alerts][:1] == ([expected] if expected else [])
+
+
+def test_bruteforce_from_internet_on_unnamed_port_is_high() -> None:
+    recs = [flow(src_ip="203.0.113.7", dst_ip="192.168.1.20", dst_port=3389, app="Unknown",
+                 first_seen=T0 + 3 * i, src_port=50000 + i) for i in range(10)]  # fmt: skip
+    alerts = run(recs)
+    assert ("bruteforce", "203.0.113.7", "high") in cats(alerts)
+
+
+def test_refused_connections_are_not_logins() -> None:
+    recs = [probe(dst_ip="192.168.1.20", dst_port=22, app="SSH", first_seen=T0 + i,
+                  src_port=50000 + i) for i in range(30)]  # fmt: skip
+    assert not [a for a in run(recs) if a.category == "bruteforce"]
+
+
+# --- dns_tunnel ------------------------------------------------------------------------
+
+
+def dns(
+    name: str, *, t: float = T0, queries: int = 1, up: int = 80, port: int = 53000
+) -> FlowRecord:
+    return flow(proto=17, dst_ip="192.168.1.1", dst_port=53, src_port=port, app="DNS",
+                dns_query=name, first_seen=t, pkts_src2dst=queries, pkts_dst2src=queries,
+                bytes_src2dst=up, bytes_dst2src=up + 16, syn=0, synack=0, fin=0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("records", "severity"),
+    [
+        ([dns("www.example.com")], None),
+        ([dns("a" * 30 + ".example.com")], None),  # long but entropy 0
+        # 52 hex characters: long_label 50 -> shape only -> low
+        ([dns("e1aa8f8fdb1bbe8d5e04952141f7d4f82c7e3b06dcc8b87fad7a.t.example.com")], "low"),
+        # 222 queries carrying 222 x 118 - 222 x 54 = 14,208 bytes of names: volume
+        ([dns("vaaaakardli.pirate.example", queries=222, up=222 * 118)], "medium"),
+        # both
+        (
+            [
+                dns(
+                    "e1aa8f8fdb1bbe8d5e04952141f7d4f82c7e3b06dcc8b87fad7a.t.example.com",
+                    queries=150,
+                    up=150 * 216,
+                )
+            ],
+            "high",
+        ),
+        # volume below thresholds: 29 queries
+        ([dns("x.example.com", queries=29, up=29 * 300)], None),
+    ],
+)
+def test_dns_tunnel_signals(records: list[FlowRecord], severity: str | None) -> None:
+    alerts = [a for a in run(records) if a.category == "dns_tunnel"]
+    assert [a.severity for a in alerts][-1:] == ([severity] if severity else [])
+
+
+def test_dns_tunnel_spread_under_one_zone() -> None:
+    rng = random.Random(5)
+    names = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(22))
+             + ".t.tunnel.example" for _ in range(50)]  # fmt: skip
+    recs = [dns(n, t=T0 + i, port=40000 + i) for i, n in enumerate(names)]
+    alerts = [a for a in run(recs) if a.category == "dns_tunnel"]
+    assert alerts and alerts[-1].target == "tunnel.example"
+    assert "spread" in alerts[-1].evidence["signals"]
+    assert not [a for a in run(recs[:49]) if a.severity != "low" and a.category == "dns_tunnel"]
+    # Blocklist zones encode data by design.
+    dnsbl = [dns(f"{i}.{i % 7}.113.203.zen.spamhaus.org", t=T0 + i, port=40000 + i)
+             for i in range(200)]  # fmt: skip
+    assert not run(dnsbl)
+
+
+# --- lateral movement ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("targets", "expected"), [(4, False), (5, True)])
+def test_lateral_movement(targets: int, expected: bool) -> None:
+    recs = [flow(dst_ip=f"192.168.1.{50 + i}", dst_port=445, app="SMBv23", first_seen=T0 + 30 * i)
+            for i in range(targets)]  # fmt: skip
+    alerts = [a for a in run(recs) if a.category == "lateral_movement"]
+    assert bool(alerts) is expected
+    if expected:
+        assert alerts[0].severity == "high" and alerts[0].actor == "192.168.1.10"
+
+
+# --- intel -----------------------------------------------------------------------------
+
+
+def test_intel_matches() -> None:
+    intel = Intel(ips=["203.0.113.5"], cidrs=["198.51.100.0/24"], domains=["evil.example"])
+    alerts = run(
+        [
+            flow(),  # completed to a listed IP -> high
+            flow(
+                dst_ip="198.51.100.77", pkts_dst2src=0, bytes_dst2src=0, synack=0, src_port=50001
+            ),  # unanswered, CIDR -> medium
+            dns("cdn.evil.example", port=40000),  # lookup -> medium
+            probe(src_ip="198.51.100.3", dst_ip="192.168.1.11", dst_port=22),  # inbound -> low
+        ],
+        intel=intel,
+    )
+    got = {
+        (a.actor, a.severity, a.evidence["indicator"])
+        for a in alerts
+        if a.category == "intel_match"
+    }
+    assert got == {
+        ("192.168.1.10", "high", "203.0.113.5"),
+        ("192.168.1.10", "medium", "198.51.100.0/24"),
+        ("192.168.1.10", "medium", "evil.example"),
+        ("198.51.100.3", "low", "198.51.100.0/24"),
+    }
+
+
+# --- malware traffic -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "rule", "severity"),
+    [
+        (dict(app="HTTP", dst_port=80, content_type="application/x-msdownload",
+              user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64)"),
+         "malware_traffic.exe_over_http", "medium"),
+        (dict(app="HTTP", dst_port=80, content_type="application/x-msdownload",
+              user_agent="vBKbaQgjyvRRbcgfvlsc"), "malware_traffic.exe_over_http", "high"),
+        (dict(app="HTTP", dst_port=80, user_agent="Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 10.0)"),
+         "malware_traffic.user_agent", "medium"),
+        (dict(app="HTTP", dst_port=7080), "malware_traffic.unusual_port", "low"),
+        (dict(app="TLS", dst_port=8443), None, None),
+        (dict(app="HTTP", dst_port=80, user_agent="MICROSOFT_DEVICE_METADATA_RETRIEVAL_CLIENT"), None, None),
+        (dict(app="HTTP", dst_port=80, user_agent="DownloadManager"), None, None),
+    ],
+)  # fmt: skip
+def test_malware_traffic(kw: dict[str, Any], rule: str | None, severity: str | None) -> None:
+    alerts = [a for a in run([flow(**kw)]) if a.category == "malware_traffic"]
+    assert [(a.rule, a.severity) for a in alerts] == ([(rule, severity)] if rule else [])
+
+
+def test_smtp_fanout_and_bad_fingerprint() -> None:
+    mails = [flow(dst_ip=f"198.51.100.{i}", dst_port=587, app="SMTP", first_seen=T0 + i,
+                  src_port=50000 + i) for i in range(5)]  # fmt: skip
+    assert ("malware_traffic", "192.168.1.10", "high") in cats(run(mails))
+    assert not [a for a in run(mails[:4]) if a.category == "malware_traffic"]
+    fp = "t12i190600_d83cc789557e_2dae41c691ec"
+    cfg = {"malware_traffic": {"bad_client_fingerprints": {fp: "test family"}}}
+    alerts = run([flow(client_fingerprint=fp)], cfg)
+    assert [a.rule for a in alerts] == ["malware_traffic.tls_fingerprint"]
+    assert not run([flow(client_fingerprint=fp)])  # the default list is empty
+
+
+# --- posture ---------------------------------------------------------------------------
+
+
+def test_exposure_cleartext_old_os() -> None:
+    alerts = run(
+        [
+            flow(src_ip="203.0.113.9", dst_ip="192.168.1.20", dst_port=3389, app="RDP"),
+            probe(src_ip="203.0.113.9", dst_ip="192.168.1.21", dst_port=445, src_port=50001),
+            flow(
+                src_ip="192.168.1.30",
+                dst_ip="192.168.1.1",
+                dst_port=23,
+                app="Telnet",
+                src_port=50002,
+            ),
+            flow(
+                src_ip="192.168.1.31",
+                dst_ip="192.168.1.40",
+                dst_port=445,
+                app="NetBIOS.SMBv1",
+                src_port=50003,
+            ),
+            # Windows 7 after its end of support (2020-01-14), talking to the internet.
+            flow(
+                src_ip="192.168.1.32",
+                app="HTTP",
+                dst_port=80,
+                src_port=50004,
+                user_agent="Mozilla/5.0 (Windows NT 6.1; Win64; x64)",
+            ),
+            # The same User-Agent in 2016 traffic: Windows 7 was supported then.
+            flow(
+                src_ip="192.168.1.33",
+                app="HTTP",
+                dst_port=80,
+                src_port=50005,
+                first_seen=1_460_000_000.0,
+                user_agent="Mozilla/5.0 (Windows NT 6.1; Win64; x64)",
+            ),
+        ]
+    )
+    got = {(a.category, a.actor, a.severity) for a in alerts if a.category != "new_device"}
+    assert got == {
+        ("exposure", "192.168.1.20", "high"),  # accepted; the refused 445 is not exposure
+        ("cleartext_credentials", "192.168.1.1", "low"),
+        ("old_os", "192.168.1.40", "low"),
+        ("old_os", "192.168.1.32", "medium"),
+    }
+
+
+def test_new_device_after_learning() -> None:
+    cfg = {"new_device": {"learning_s": 60}}
+    events = [
+        DiscoveryEvent(ts=T0, source="dhcp", mac="02:00:00:00:00:01", ip="192.168.1.50"),
+        DiscoveryEvent(ts=T0 + 120, source="dhcp", mac="02:00:00:00:00:02", ip="192.168.1.51"),
+        DiscoveryEvent(ts=T0 + 130, source="mdns", mac="02:00:00:00:00:01", ip="192.168.1.50"),
+        DiscoveryEvent(ts=T0 + 140, source="dhcp", mac="ff:ff:ff:ff:ff:ff"),
+        DiscoveryEvent(ts=T0 + 150, source="dhcp", mac="02:00:00:00:00:03"),
+    ]
+    alerts = run(events, cfg, known_macs=["02:00:00:00:00:03"])
+    assert [(a.category, a.mac, a.severity) for a in alerts] == [
+        ("new_device", "02:00:00:00:00:02", "info")
+    ]
+
+
+# --- engine ----------------------------------------------------------------------------
+
+
+def test_suppression_and_escalation() -> None:
+    eng = Engine(home_net=HOME, config={"engine": {"suppress_s": 100}})
+    name = "e1aa8f8fdb1bbe8d5e04952141f7d4f82c7e3b06dcc8b87fad7a.t.example.com"
+    first = eng.on_flow(dns(name, t=T0))
+    again = eng.on_flow(dns(name, t=T0 + 10, port=40001))
+    louder = eng.on_flow(dns(name, t=T0 + 20, queries=150, up=150 * 216, port=40002))
+    later = eng.on_flow(dns(name, t=T0 + 200, port=40003))
+    assert [a.severity for a in first] == ["low"]
+    assert again == []  # same dedup_key within suppress_s
+    assert [a.severity for a in louder] == ["high"]  # an escalation is news
+    assert [a.severity for a in later] == ["low"]  # window over
+    assert eng.stats.suppressed == 1
+    assert first[0].dedup_key == later[0].dedup_key == "dns_tunnel:192.168.1.10:example.com"
+
+
+def test_alert_ids_are_deterministic_and_valid() -> None:
+    import msgspec
+    from mimamori.protocol import Alert as AlertType
+
+    recs = [probe(dst_ip="192.168.1.20", dst_port=1000 + i) for i in range(10)]
+    a, b = run(recs), run(recs)
+    assert [x.id for x in a] == [x.id for x in b]
+    for alert in a:  # round-trips through the protocol's validation
+        msgspec.json.decode(msgspec.json.encode(alert), type=AlertType)
+        assert "\n" not in alert.summary_en and "\n" not in alert.summary_ja
+
+
+def test_rule_error_is_counted_not_raised() -> None:
+    eng = Engine(home_net=HOME)
+
+    class Broken:
+        name = "broken"
+
+        def on_flow(self, rec: FlowRecord, now: float) -> list[Alert]:
+            raise RuntimeError("bug")
+
+    eng.rules.insert(0, Broken())
+    recs = [probe(dst_ip="192.168.1.20", dst_port=1000 + i) for i in range(10)]
+    alerts = [a for r in recs for a in eng.on_flow(r)]
+    assert alerts and eng.stats.rule_errors == 10
+    assert "RuntimeError" in eng.stats.last_error
+
+
+def test_state_is_bounded() -> None:
+    eng = Engine(home_net=HOME, config={"engine": {"max_tracked": 50}})
+    for i in range(2000):
+        eng.on_flow(
+            probe(src_ip=f"10.{i // 250}.{i % 250}.1", dst_ip="192.168.1.20", first_seen=T0 + i)
+        )
+    scan = eng.rules[0]
+    assert len(scan.sources) <= 50
