@@ -96,8 +96,9 @@ class ThirdPartyGateway:
         self._next_seq = max(row[0] + 1, floor) if row else floor
         self._started = time.monotonic()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=gateway, protocol=mqtt.MQTTv5
-        )
+            CallbackAPIVersion.VERSION2, client_id=f"mimamori-{tenant}-{gateway}",
+            protocol=mqtt.MQTTv5,
+        )  # fmt: skip
         self.client.username_pw_set(gateway, password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
