@@ -1,0 +1,93 @@
+"""Run the cloud jobs once or in a loop (``mimamori cloud jobs run-once|loop``)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import structlog
+from mimamori.cloud import logs
+from mimamori.cloud._backoff import Backoff
+from mimamori.cloud.errors import StoreError
+from mimamori.cloud.jobs import incidents, liveness, partitions, rollups
+from mimamori.cloud.jobs.config import DEFAULT, JobsConfig
+from mimamori.cloud.migrate import recorded_storage
+from mimamori.cloud.settings import Settings
+
+#: Jobs in the order they run: partitions first (so rollups find their tables), liveness
+#: before incidents (so a new gateway_offline alert gets its incident in the same run).
+JOBS = ("partitions", "rollups", "liveness", "incidents")
+
+
+def run_once(
+    dsn: str,
+    *,
+    only: Iterable[str] | None = None,
+    now: datetime | None = None,
+    config: JobsConfig = DEFAULT,
+) -> dict[str, Any]:
+    """Run the selected jobs (all by default) once; return what each did."""
+    selected = list(JOBS if only is None else only)
+    unknown = set(selected) - set(JOBS)
+    if unknown:
+        raise StoreError(f"unknown job(s) {sorted(unknown)}; jobs are {', '.join(JOBS)}")
+    when = now or datetime.now(UTC)
+    out: dict[str, Any] = {}
+    try:
+        with psycopg.connect(dsn, autocommit=True, application_name="mimamori-jobs") as conn:
+            storage = recorded_storage(conn)
+            if storage is None:
+                raise StoreError("the database is not migrated: run 'mimamori cloud migrate'")
+            steps: dict[str, Callable[[], Any]] = {
+                "partitions": lambda: partitions.maintain(
+                    conn, storage=storage, now=when, config=config
+                ),
+                "rollups": lambda: rollups.refresh(conn, storage=storage, config=config),
+                "liveness": lambda: liveness.check(conn, now=when, config=config),
+                "incidents": lambda: incidents.group(conn, config=config),
+            }
+            for name in JOBS:
+                if name in selected:
+                    out[name] = steps[name]()
+    except psycopg.Error as exc:
+        raise StoreError(f"jobs failed: {exc}") from exc
+    return out
+
+
+def loop(dsn: str, *, interval: float, only: Iterable[str] | None, stop: threading.Event) -> None:
+    """Run the jobs every ``interval`` seconds until ``stop``; errors are logged, retried."""
+    log = structlog.get_logger("mimamori.cloud.jobs")
+    backoff = Backoff(base=1.0, cap=60.0)
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            result = run_once(dsn, only=only)
+            backoff.reset()
+            log.info("jobs done", seconds=round(time.monotonic() - started, 3),
+                     **{k: repr(v) for k, v in result.items()})  # fmt: skip
+            wait = max(0.0, interval - (time.monotonic() - started))
+        except StoreError as exc:
+            wait = backoff.next_delay()
+            log.error("jobs failed", error=str(exc), retry_in=round(wait, 1))
+        stop.wait(wait)
+
+
+def run_cli(args: argparse.Namespace, settings: Settings) -> int:
+    """``mimamori cloud jobs run-once|loop``."""
+    dsn = settings.require_dsn()
+    if args.action == "run-once":
+        for name, result in run_once(dsn, only=args.only).items():
+            print(f"{name}: {result}")
+        return 0
+    logs.configure(fmt="json")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    loop(dsn, interval=args.interval, only=args.only, stop=stop)
+    return 0
