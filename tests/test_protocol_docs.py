@@ -308,3 +308,35 @@ if __name__ == "__main__":
     # Print the example blocks, to paste into docs/protocol.md after a schema change.
     for example_name, example in examples().items():
         sys.stdout.write(_render(example_name, example) + "\n")
+
+
+# --- docs/architecture.md --------------------------------------------------------------
+
+ARCHITECTURE = DOC.parent / "architecture.md"
+REPO = DOC.parent.parent
+
+
+def test_architecture_names_only_files_that_exist() -> None:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    paths = set(
+        re.findall(r"`((?:protocol|detect|edge|cloud|dashboards|simulators)/[\w./]*)`", text)
+    )
+    assert paths, "architecture.md names no module"
+    missing = sorted(p for p in paths if not (REPO / p).exists())
+    assert not missing, f"architecture.md names files that do not exist: {missing}"
+
+
+def test_architecture_names_only_relations_the_schema_creates() -> None:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    schema = "\n".join(
+        p.read_text(encoding="utf-8") for p in (REPO / "cloud" / "migrations").glob("*.sql")
+    )
+    created = set(
+        re.findall(r"CREATE (?:TABLE|MATERIALIZED VIEW) (?:IF NOT EXISTS )?(\w+)", schema)
+    )
+    named = set(re.findall(r"`(\w+)`", text)) & {
+        "flows", "flows_5m", "flows_1h", "heartbeats", "sensor_messages", "receipts",
+        "quarantine", "devices", "alerts", "gateways", "flow_invalidations", "incidents",
+    }  # fmt: skip
+    assert named, "architecture.md names no relation"
+    assert named <= created, f"not created by any migration: {sorted(named - created)}"
