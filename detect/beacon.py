@@ -13,6 +13,7 @@ not scored.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mimamori.detect import _flowfacts as ff
@@ -20,9 +21,9 @@ from mimamori.detect._base import Bounded, Rule, make_alert
 from mimamori.detect._net import HomeNet
 from mimamori.detect.config import BeaconConfig
 from mimamori.detect.stats import BeaconScore, beacon_score
-from mimamori.protocol import Alert, FlowRecord
+from mimamori.protocol import SEVERITIES, Alert, FlowRecord
 
-_PREVALENCE_LIMIT = 256  # LAN devices remembered per destination
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 @dataclass
@@ -33,6 +34,8 @@ class _Pair:
     dirty: bool = False
     port: int = 0
     mac: str = ""
+    reported_at: float = float("-inf")
+    reported: str = ""  # severity of the last report
 
 
 @dataclass
@@ -49,9 +52,18 @@ def domain_allowed(name: str, suffixes: list[str]) -> bool:
 class BeaconRule(Rule):
     name = "beacon"
 
-    def __init__(self, *, home: HomeNet, config: BeaconConfig, max_tracked: int) -> None:
+    def __init__(
+        self,
+        *,
+        home: HomeNet,
+        config: BeaconConfig,
+        max_tracked: int,
+        vendor_of: Callable[[str], str] | None = None,
+    ) -> None:
         super().__init__(home=home)
         self.cfg = config
+        self.vendor_of = vendor_of
+        self._quiet_vendors = [v.lower() for v in config.quiet_vendors]
         size = config.max_history
         self.pairs: Bounded[tuple[str, str], _Pair] = Bounded(
             max_tracked, lambda: _Pair(starts=deque(maxlen=size), sizes=deque(maxlen=size))
@@ -134,7 +146,25 @@ class BeaconRule(Rule):
         )
         if score.score < self.cfg.threshold or score.interval_madm < self.cfg.min_interval_madm:
             return []
-        return [self._alert(src, dest, pair, score, now, series[0][0], series[-1][0])]
+        alert = self._alert(src, dest, pair, score, now, series[0][0], series[-1][0])
+        # A periodic pair stays periodic: report it once per history window unless it
+        # gets more severe, rather than every time the engine's suppression lapses.
+        if now - pair.reported_at < self.cfg.history_s and _RANK[alert.severity] <= _RANK.get(
+            pair.reported, -1
+        ):
+            return []
+        pair.reported_at, pair.reported = now, alert.severity
+        return [alert]
+
+    def quiet_device(self, mac: str) -> str:
+        """The vendor if ``mac`` belongs to a smart-home device that polls by design."""
+        mac = mac.lower()
+        hit = self.cfg.quiet_device_ouis.get(mac[:8], "")
+        if hit or not (self.vendor_of and mac):
+            return hit
+        vendor = self.vendor_of(mac)
+        low = vendor.lower()
+        return vendor if any(v in low for v in self._quiet_vendors) else ""
 
     def _alert(
         self,
@@ -148,7 +178,7 @@ class BeaconRule(Rule):
     ) -> Alert:
         strong = score.score >= self.cfg.strong_threshold
         period = score.median_interval
-        quiet = self.cfg.quiet_device_ouis.get(pair.mac.lower()[:8], "")
+        quiet = self.quiet_device(pair.mac)
         if quiet:
             severity = self.cfg.severity_quiet_device
         else:

@@ -73,6 +73,7 @@ class BeaconConfig(_Section):
     severity_strong: Severity
     strong_threshold: Fraction
     quiet_device_ouis: dict[str, str]
+    quiet_vendors: list[str]
     severity_quiet_device: Severity
 
 

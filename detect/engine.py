@@ -62,7 +62,12 @@ class Engine:
         config: DetectConfig | dict[str, Any] | str | None = None,
         intel: Intel | None = None,
         known_macs: Iterable[str] = (),
+        vendor_of: Callable[[str], str] | None = None,
     ) -> None:
+        """``intel``: indicators for intel_match (empty if None). ``known_macs``: devices
+        the site already knows (no new_device alert). ``vendor_of``: MAC -> vendor name
+        (the edge's OUI lookup), used to recognise smart-home devices whose cloud polling
+        is expected."""
         self.home_net = tuple(home_net)
         self.config = config if isinstance(config, DetectConfig) else load_config(config)
         home = HomeNet(self.home_net)
@@ -71,7 +76,7 @@ class Engine:
         self.intel_rule = IntelMatchRule(home=home, config=cfg.intel_match, intel=intel or Intel())
         self.rules: list[Rule] = [
             ScanRule(home=home, config=cfg.scan, max_tracked=limit),
-            BeaconRule(home=home, config=cfg.beacon, max_tracked=limit),
+            BeaconRule(home=home, config=cfg.beacon, max_tracked=limit, vendor_of=vendor_of),
             BruteforceRule(home=home, config=cfg.bruteforce, max_tracked=limit),
             DnsTunnelRule(home=home, config=cfg.dns_tunnel, max_tracked=limit),
             LateralMovementRule(home=home, config=cfg.lateral_movement, max_tracked=limit),

@@ -23,6 +23,7 @@ from typing import Any
 from mimamori.detect import ConfigError, DetectError, Engine, Intel, load_config, parse_feed
 from mimamori.detect.config import DetectConfig
 from mimamori.edge.capture import CaptureError
+from mimamori.edge.inventory import VendorLookup
 from mimamori.edge.replay import replay
 from mimamori.edge.summaries import Network, parse_home_net
 from mimamori.protocol import PAGING_SEVERITIES, Alert
@@ -114,6 +115,8 @@ def evaluate(
     """Replay every capture of ``labels`` and return the report (see the module doc)."""
     cfg = config or load_config()
     base = labels.parent
+    # As on a gateway: the engine knows device vendors from the OUI registry.
+    vendors = VendorLookup()
     results: list[CaptureResult] = []
     for case in load_labels(labels):
         if only and only not in case.path:
@@ -124,7 +127,10 @@ def evaluate(
             out = replay(
                 [str(base / case.path)],
                 home_net=nets,
-                engine_factory=lambda n: Engine(home_net=n, config=cfg, intel=intel),
+                engine_factory=lambda n: Engine(
+                    home_net=n, config=cfg, intel=intel, vendor_of=vendors.lookup
+                ),
+                vendors=vendors,
             )
         except CaptureError as exc:
             result = CaptureResult(path=case.path, expected=case.expected, error=str(exc))

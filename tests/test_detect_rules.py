@@ -220,6 +220,21 @@ def test_quiet_device_beacon_is_low() -> None:
     assert {a.severity for a in alerts if a.category == "beacon"} == {"low"}
 
 
+def test_quiet_vendor_via_lookup_and_single_report() -> None:
+    times = [T0 + 2 * i for i in range(400)]
+    recs = _callbacks(times, src_mac="02:11:22:33:44:55")
+
+    def vendors(mac: str) -> str:
+        return "Tuya Smart Inc." if mac.startswith("02:11:22") else ""
+
+    quiet = [a for a in run(recs, vendor_of=vendors) if a.category == "beacon"]
+    assert [a.severity for a in quiet] == ["low"]
+    # Without the lookup the same series pages, once per history window even though the
+    # engine's 1 h suppression lapses in between (400 x 2 s > 13 min; suppress_s 600 here).
+    loud = run(recs, {"engine": {"suppress_s": 600}})
+    assert [a.severity for a in loud if a.category == "beacon"] in (["medium", "high"], ["high"])
+
+
 # --- bruteforce ------------------------------------------------------------------------
 
 
