@@ -319,7 +319,7 @@ REPO = DOC.parent.parent
 def test_architecture_names_only_files_that_exist() -> None:
     text = ARCHITECTURE.read_text(encoding="utf-8")
     paths = set(
-        re.findall(r"`((?:protocol|detect|edge|cloud|dashboards|simulators)/[\w./]*)`", text)
+        re.findall(r"`((?:protocol|detect|edge|cloud|dashboards|simulators|tests)/[\w./]*)`", text)
     )
     assert paths, "architecture.md names no module"
     missing = sorted(p for p in paths if not (REPO / p).exists())
