@@ -21,10 +21,10 @@ T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp()
 
 def _copy_flows(dsn: str, tenant: str, gateway: str, rows: list[FlowSummary]) -> None:
     cols = ", ".join(_pgcopy.FLOW_COLUMNS)
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY flows ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(_pgcopy.HEADER + _pgcopy.encode_flows(tenant, gateway, rows))
-            copy.write(_pgcopy.TRAILER)
+    sql = f"COPY flows ({cols}) FROM STDIN (FORMAT BINARY)"
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur, cur.copy(sql) as copy:
+        copy.write(_pgcopy.HEADER + _pgcopy.encode_flows(tenant, gateway, rows))
+        copy.write(_pgcopy.TRAILER)
 
 
 def _rows(start: float, n: int, step: float, salt: int = 0) -> list[FlowSummary]:
