@@ -71,6 +71,16 @@ def main(argv: list[str]) -> int:
 
 
 def _run(path: Path, level: str) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    # First thing: a SIGTERM during start-up (opening a large outbox, starting capture)
+    # must still end in a clean shutdown.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     config = cfg.load(path)
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -79,14 +89,6 @@ def _run(path: Path, level: str) -> int:
     logging.getLogger("paho").setLevel(logging.WARNING)
     from mimamori.edge.agent import Agent
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     return Agent(config=config).run(stop)
 
 

@@ -167,7 +167,8 @@ def test_agent_killed_mid_stream_every_number_stored_exactly_once(
             agent.stderr.close()
         # A last run drains what the killed ones left, then stops cleanly.
         agent = start_agent(config)
-        time.sleep(1.0)
+        # Running (its signal handler in place) once it stores new heartbeats.
+        wait_until(_has_receipts(dsn, len(receipts(dsn)) + 20), 30, "the last run's receipts")
         agent.send_signal(signal.SIGTERM)
         _, err = agent.communicate(timeout=30)
         assert agent.returncode == 0, err.decode()[-2000:]
