@@ -41,6 +41,11 @@ MDNS_PORT = 5353
 SSDP_PORT = 1900
 NBNS_PORT = 137
 _PORTS = frozenset((*DHCP_PORTS, MDNS_PORT, SSDP_PORT, NBNS_PORT))
+_PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in _PORTS)
+#: Announcements repeat verbatim (SSDP NOTIFY, mDNS answers every few seconds): an
+#: identical payload from the same MAC within this many seconds is not parsed again.
+REPEAT_S = 60.0
+_REPEAT_CACHE = 4096
 
 # mDNS TXT keys that name a model: md= (Apple/HomeKit, Chromecast), model= (device-info),
 # ty= and product= (IPP printers), usb_MDL= (printers), am= (AirPlay).
@@ -63,10 +68,24 @@ def _clip(value: str) -> str:
 class Decoder:
     """Turns Ethernet frames into discovery events; counts what it could not parse."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, repeat_s: float = REPEAT_S) -> None:
         self.frames = 0
         self.matched = 0
         self.malformed = 0
+        self.repeats = 0
+        self.repeat_s = repeat_s
+        self._seen: dict[tuple[bytes, bytes], float] = {}
+
+    def _repeated(self, ts: float, frame: bytes, payload: bytes) -> bool:
+        key = (frame[6:12], payload)
+        last = self._seen.get(key)
+        if last is not None and 0 <= ts - last < self.repeat_s:
+            self.repeats += 1
+            return True
+        if len(self._seen) >= _REPEAT_CACHE:
+            self._seen.clear()
+        self._seen[key] = ts
+        return False
 
     def decode(self, ts: float, frame: bytes) -> list[Event]:
         """Events carried by one Ethernet frame (usually none)."""
@@ -103,6 +122,8 @@ class Decoder:
             src_mac = _mac(frame[6:12])
             if sport in DHCP_PORTS and dport in DHCP_PORTS:
                 return self._dhcp(ts, src_mac, src_ip, payload)
+            if self._repeated(ts, frame, payload):
+                return []
             if MDNS_PORT in (sport, dport):
                 return self._mdns(ts, src_mac, src_ip, payload)
             if dport == SSDP_PORT or sport == SSDP_PORT:
@@ -341,12 +362,25 @@ def _read_pcap(fh: Any, head: bytes, decoder: Decoder, stats: CaptureStats) -> I
             packets += 1
             nbytes += origlen
             if ethernet and caplen >= 42:
-                et = buf[off + 28 : off + 30]
-                if et == b"\x08\x06" or (
-                    (et == b"\x08\x00" and buf[off + 39] == 17)
-                    or (et == b"\x86\xdd" and buf[off + 36] == 17)
-                    or et == b"\x81\x00"
-                ):
+                ip = off + 30  # frame start (off + 16) plus the Ethernet header
+                et = buf[ip - 2 : ip]
+                if et == b"\x81\x00":  # 802.1Q: the real ethertype follows the tag
+                    ip += 4
+                    et = buf[ip - 2 : ip]
+                if et == b"\x08\x00":
+                    # IPv4: UDP to or from a discovery port (source port, then destination).
+                    udp = ip + (buf[ip] & 0x0F) * 4
+                    wanted = buf[ip + 9] == 17 and (
+                        buf[udp : udp + 2] in _PORT_BYTES or buf[udp + 2 : udp + 4] in _PORT_BYTES
+                    )
+                elif et == b"\x86\xdd":
+                    udp = ip + 40
+                    wanted = buf[ip + 6] == 17 and (
+                        buf[udp : udp + 2] in _PORT_BYTES or buf[udp + 2 : udp + 4] in _PORT_BYTES
+                    )
+                else:
+                    wanted = et == b"\x08\x06"
+                if wanted:
                     ts = sec + frac * tick
                     yield from decoder.decode(ts, buf[off + 16 : stop])
             if first is None:

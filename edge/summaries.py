@@ -107,37 +107,35 @@ class Summarizer:
         self.max_keys = max_keys
         self._table: dict[_Key, _Row] = {}
         self._start: float | None = None
-        self._local: dict[str, bool] = {}
+        self._kinds: dict[str, int] = {}
         self.overflowed = 0
         self.flows = 0
 
     # --- classification ----------------------------------------------------------------
 
-    def is_local(self, ip: str) -> bool:
-        """Is ``ip`` in the home net (memoised)."""
-        local = self._local.get(ip)
-        if local is None:
+    def _kind(self, ip: str) -> int:
+        """0: remote, 1: in the home net, 2: multicast or broadcast (memoised)."""
+        kind = self._kinds.get(ip)
+        if kind is None:
             try:
                 addr = ipaddress.ip_address(ip)
             except ValueError:
-                return False
-            local = any(addr in net for net in self.home_net)
-            if len(self._local) > 65536:
-                self._local.clear()
-            self._local[ip] = local
-        return local
+                return 0
+            if any(addr in net for net in self.home_net):
+                kind = 1
+            elif addr.is_multicast or ip == "255.255.255.255":
+                # (A subnet broadcast address is in the home net, so local already.)
+                kind = 2
+            else:
+                kind = 0
+            if len(self._kinds) > 65536:
+                self._kinds.clear()
+            self._kinds[ip] = kind
+        return kind
 
-    @staticmethod
-    def _is_group(ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if addr.is_multicast:
-            return True
-        return isinstance(addr, ipaddress.IPv4Address) and (
-            ip == "255.255.255.255" or ip.endswith(".255")
-        )
+    def is_local(self, ip: str) -> bool:
+        """Is ``ip`` in the home net?"""
+        return self._kind(ip) == 1
 
     # --- input -------------------------------------------------------------------------
 
@@ -159,12 +157,12 @@ class Summarizer:
         if self._start is None:
             self._start = self.align(now)
         self.flows += 1
-        src_local = self.is_local(record.src_ip)
-        dst_local = self.is_local(record.dst_ip)
+        src_local = self._kind(record.src_ip) == 1
+        dst_kind = self._kind(record.dst_ip)
         # The local end is the initiator unless only the responder is on the LAN.
-        if src_local and (dst_local or self._is_group(record.dst_ip)):
+        if src_local and dst_kind:
             direction, outbound = "lan", True
-        elif not src_local and dst_local:
+        elif not src_local and dst_kind == 1:
             direction, outbound = "in", False
         else:
             direction, outbound = "out", True
