@@ -102,6 +102,9 @@ class FlowMeter:
     turns on nfstream's statistical features, the only way to get TCP flag counts;
     ``n_meters`` is the number of metering processes (1 keeps offline output in a
     deterministic order; 0 lets nfstream choose, which live spreads over CPUs).
+    ``accounting_mode`` is nfstream's: 1 (the default here) counts bytes at the IP layer,
+    IP headers included, as docs/protocol.md defines the summaries' byte counters; 0 counts
+    whole link-layer frames (nfstream's default).
     Iterating starts the meter; breaking out of the loop stops it.
     """
 
@@ -118,6 +121,7 @@ class FlowMeter:
         n_dissections: int = 20,
         decode_tunnels: bool = True,
         n_meters: int = 1,
+        accounting_mode: int = 1,
     ) -> None:
         if isinstance(source, str):
             self.source: str | list[str] = source
@@ -139,6 +143,7 @@ class FlowMeter:
             "n_dissections": n_dissections,
             "decode_tunnels": decode_tunnels,
             "n_meters": n_meters,
+            "accounting_mode": accounting_mode,
         }
 
     def streamer(self) -> Any:
