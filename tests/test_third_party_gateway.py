@@ -8,7 +8,9 @@ look at the database. Three levels: the reference decoder accepts every message 
 gateway encodes; over a real broker, with the harness playing the cloud, the gateway
 drains its outbox on acks, re-sends what was not acknowledged and leaves a will; and
 against the real ingester and PostgreSQL, every row is stored exactly once, re-sends are
-acked but not stored again, and a bad message is quarantined and never acked.
+acked but not stored again, and a bad message is quarantined and never acked. Last, the
+same gateway over TLS with a password, behind the broker ACL that docs/protocol.md
+section 14 prints, cannot speak for or listen as another gateway.
 
 Where the document was the only guide, comments cite its section (``§10``).
 """
@@ -16,12 +18,17 @@ Where the document was the only guide, comments cite its section (``§10``).
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
+import re
+import shutil
 import socket
 import sqlite3
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +79,7 @@ class ThirdPartyGateway:
         port: int,
         outbox: Path,
         password: str | None = None,
+        ca_file: str | None = None,
         ack_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -100,6 +108,10 @@ class ThirdPartyGateway:
             protocol=mqtt.MQTTv5,
         )  # fmt: skip
         self.client.username_pw_set(gateway, password)
+        if ca_file is not None:
+            # §3: TLS, the broker's certificate checked against the provider's CA, host
+            # name included (paho's default once a CA is given).
+            self.client.tls_set(ca_certs=ca_file)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -517,3 +529,132 @@ def test_third_party_gateway_against_the_real_ingester_rows_stored_exactly_once(
                              " GROUP BY reason", gateway)  # fmt: skip
     assert len(quarantine) == 1 and quarantine[0][0] == "schema" and quarantine[0][1] >= 2
     assert _query(dsn, "SELECT state FROM gateways WHERE id = %s", gateway) == [("online",)]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _documented_acl(tenant: str, gateway: str) -> str:
+    """The ACL of docs/protocol.md section 14, for ``gateway`` of ``tenant``."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text("utf-8")
+    match = re.search(r"<!-- broker-acl -->\s*```text\n(.*?)```", doc, re.S)
+    assert match, "docs/protocol.md lost its broker ACL example"
+    return match.group(1).replace("gw-osaka-01", gateway).replace("/acme/", f"/{tenant}/")
+
+
+@contextlib.contextmanager
+def _acl_broker(tenant: str, gateway: str, passwords: dict[str, str]) -> Iterator[Any]:
+    """A broker with the documented ACL, passwords, and a TLS listener for 127.0.0.1.
+
+    Yields (broker, directory with ca.pem, TLS port). The plain listener of the
+    ``Mosquitto`` helper stays for the ingester; the ACL applies to both.
+    """
+    from mimamori.simulators.services import Mosquitto, free_port, wait_port
+
+    # Mosquitto started as root reads its files after dropping privileges: keep them out
+    # of pytest's private temporary tree.
+    d = Path(tempfile.mkdtemp(prefix="mimamori-acl-"))
+    d.chmod(0o755)
+    try:
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)  # fmt: skip
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                 "-keyout", "server.key", "-out", "server.csr", cwd=d)  # fmt: skip
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+                 cwd=d)  # fmt: skip
+        for i, (user, password) in enumerate(passwords.items()):
+            create = ["-c"] if i == 0 else []
+            subprocess.run(["mosquitto_passwd", "-b", *create, str(d / "passwd"), user, password],
+                           check=True, capture_output=True)  # fmt: skip
+        (d / "acl").write_text(_documented_acl(tenant, gateway))
+        for f in d.iterdir():
+            f.chmod(0o644)
+        tls_port = free_port()
+        extra = "\n".join([
+            f"listener {tls_port} 127.0.0.1", f"certfile {d / 'server.pem'}",
+            f"keyfile {d / 'server.key'}", "tls_version tlsv1.2",
+            f"password_file {d / 'passwd'}", f"acl_file {d / 'acl'}",
+        ])  # fmt: skip
+        with Mosquitto(extra_config=extra) as broker:
+            wait_port(tls_port)
+            yield broker, d, tls_port
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_third_party_gateway_over_tls_is_confined_by_the_documented_acl(
+    plain_db: Any, topic_prefix: str, tmp_path: Path
+) -> None:
+    from mimamori.cloud.settings import Settings
+    from mimamori.cloud.testing import IngesterThread, prepare_database, tenant_subscription
+
+    tenant, gateway = topic_prefix, "acme-gw-7"
+    passwords = {gateway: "gw-secret-1", "mimamori-ingest": "ingest-secret-2"}
+    prepare_database(plain_db.dsn, tenant=tenant, gateways=[gateway])
+    with _acl_broker(tenant, gateway, passwords) as (broker, certs, tls_port):
+        settings = Settings(dsn=plain_db.dsn, mqtt_port=broker.port, batch_delay_s=0.05,
+                            mqtt_username="mimamori-ingest",
+                            mqtt_password=passwords["mimamori-ingest"],
+                            mqtt_client_id=f"ing-{tenant}")  # fmt: skip
+        gw = ThirdPartyGateway(tenant=tenant, gateway=gateway, host="127.0.0.1", port=tls_port,
+                               outbox=tmp_path / "outbox.db", password=passwords[gateway],
+                               ca_file=str(certs / "ca.pem"), ack_timeout_s=1.0)  # fmt: skip
+        pubacks: dict[int, int] = {}
+        subacks: dict[int, list[int]] = {}
+        gw.client.on_publish = lambda c, u, mid, rc, p: pubacks.__setitem__(mid, rc.value)
+        gw.client.on_subscribe = lambda c, u, mid, rcs, p: subacks.__setitem__(
+            mid, [rc.value for rc in rcs]
+        )
+        with IngesterThread(settings=settings, subscription=tenant_subscription(tenant)):
+            try:
+                gw.start()
+                _wait(gw.connected.is_set, 10, "the gateway to connect over TLS")
+                seq = gw.submit("heartbeat", heartbeat_body(uptime_s=3.0))
+                # Stored and acknowledged: the ACL lets it publish and read its own acks.
+                _wait(lambda: gw.pending() == [], 20, "the heartbeat's ack")
+                # Speaking for another gateway: refused by the broker (§3, §14).
+                other = json.dumps({"kind": "heartbeat", "v": 1, "gateway": "other-gw",
+                                    "seq": 1, "sent_at": time.time(), "uptime_s": 1.0})  # fmt: skip
+                info = gw.client.publish(f"mimamori/v1/up/{tenant}/other-gw/heartbeat",
+                                         other.encode(), qos=1)  # fmt: skip
+                _wait(lambda: info.mid in pubacks, 10, "the PUBACK of the forbidden publish")
+                assert pubacks[info.mid] == 0x87
+                # Reading another gateway's acks: Mosquitto 2.0 may grant the subscription
+                # but checks read access on delivery, so nothing ever arrives on it.
+                foreign = f"mimamori/v1/down/{tenant}/other-gw/ack"
+                leaked: list[str] = []
+                gw.client.message_callback_add(foreign, lambda c, u, m: leaked.append(m.topic))
+                _, mid = gw.client.subscribe(foreign, qos=1)
+                _wait(lambda: mid in subacks, 10, "the SUBACK of the foreign subscription")
+                cloud = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cloud-{tenant}",
+                                    protocol=mqtt.MQTTv5)  # fmt: skip
+                cloud.username_pw_set("mimamori-ingest", passwords["mimamori-ingest"])
+                cloud.connect(broker.host, broker.port)
+                cloud.loop_start()
+                sent = cloud.publish(foreign, b'{"kind":"ack"}', qos=1)
+                sent.wait_for_publish(5)
+                cloud.disconnect()
+                cloud.loop_stop()
+                # A wrong password is refused at CONNECT.
+                refusals: list[bool] = []
+                intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="intruder",
+                                       protocol=mqtt.MQTTv5)  # fmt: skip
+                intruder.username_pw_set(gateway, "guess")
+                intruder.tls_set(ca_certs=str(certs / "ca.pem"))
+                intruder.on_connect = lambda c, u, f, rc, p: refusals.append(rc.is_failure)
+                intruder.connect("127.0.0.1", tls_port)
+                for _ in range(50):
+                    if refusals:
+                        break
+                    intruder.loop(timeout=0.1)
+                assert refusals == [True] and not intruder.is_connected()
+                time.sleep(0.5)  # anything let through would have reached its reader by now
+                assert leaked == []
+            finally:
+                gw.stop()
+    rows = _query(plain_db.dsn, "SELECT gateway, seq FROM receipts WHERE kind = 'heartbeat'")
+    assert rows == [(gateway, seq)]
+    assert _query(plain_db.dsn, "SELECT count(*) FROM quarantine") == [(0,)]
