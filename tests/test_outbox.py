@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from mimamori.edge.errors import OutboxCorrupt
-from mimamori.edge.outbox import ROW_OVERHEAD, Outbox
+from mimamori.edge.outbox import Outbox, cost
 from mimamori.protocol import (
     Alert,
     AlertBatch,
@@ -71,7 +72,7 @@ def test_numbers_from_time_floor_in_order_and_ack_deletes(tmp_path: Path) -> Non
         assert all(p.kind == "heartbeat" for p in pend)
         assert [p.seq for p in box.pending(after_seq=seqs[1], limit=2)] == seqs[2:4]
         assert box.depth() == 5
-        size = sum(len(p.payload) + ROW_OVERHEAD for p in pend)
+        size = sum(cost(len(p.payload)) for p in pend)
         assert box.size_bytes() == size
 
         assert box.ack([(seqs[0], seqs[1]), (seqs[3], seqs[3])]) == 3
@@ -126,7 +127,7 @@ def test_budget_drops_flows_then_health_then_alerts_oldest_first(tmp_path: Path)
         assert seq is not None
         got = probe.get(seq)
         assert got is not None
-        sizes[name] = len(got.payload) + ROW_OVERHEAD
+        sizes[name] = cost(len(got.payload))
     probe.close()
 
     # Room for: 3 flow batches, 3 heartbeats, 2 alerts, 1 device batch (with a few bytes of
@@ -243,6 +244,18 @@ _WRITER = textwrap.dedent(
 )
 
 
+def _note(line: str, stored: set[int], used: list[int], acked: list[tuple[int, int]]) -> None:
+    """Record one line of the writer's report."""
+    tag, *nums = line.split()
+    if tag == "S" and nums[0] != "None":
+        stored.add(int(nums[0]))
+        used.append(int(nums[0]))
+    elif tag == "R":
+        used.append(int(nums[0]))
+    elif tag == "A":
+        acked.append((int(nums[0]), int(nums[1])))
+
+
 @pytest.mark.fault
 @pytest.mark.parametrize("budget", [512 * 1024 * 1024, 40_000])
 def test_survives_kill_9_mid_write(tmp_path: Path, budget: int) -> None:
@@ -260,22 +273,20 @@ def test_survives_kill_9_mid_write(tmp_path: Path, budget: int) -> None:
         used: list[int] = []
         deadline = time.monotonic() + 30
         lines = 0
+
         # Kill at a different depth each round, while both threads are writing.
         while lines < 300 + 250 * round_ and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             lines += 1
-            tag, *nums = line.split()
-            if tag == "S" and nums[0] != "None":
-                stored.add(int(nums[0]))
-                used.append(int(nums[0]))
-            elif tag == "R":
-                used.append(int(nums[0]))
-            elif tag == "A":
-                acked.append((int(nums[0]), int(nums[1])))
+            _note(line, stored, used, acked)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        # What the writer said between our last read and its death counts too.
+        for line in proc.stdout:
+            if line.endswith("\n"):
+                _note(line, stored, used, acked)
         proc.stdout.close()
         assert lines > 100, "writer produced too little before the kill"
 
@@ -308,3 +319,20 @@ def test_messages_older_than_the_cloud_remembers_are_dropped(tmp_path: Path) -> 
         assert [p.seq for p in box.pending()] == [young]
         assert box.get(old) is None and box.dropped() == {"flows": 1}
         assert box.expire() == 0
+
+
+def test_file_stays_near_the_budget(tmp_path: Path) -> None:
+    """The charge per message tracks SQLite's real use, so the file stays near the budget."""
+    budget = 3 * 1024 * 1024
+    with open_box(tmp_path, budget_bytes=budget, synchronous="OFF") as box:
+        rng = random.Random(5)
+        for i in range(1500):
+            # Incompressible bodies of 0.3 to 20 kB: small health messages to big batches.
+            body = {"x": rng.randbytes(rng.choice([150, 1000, 10_000])).hex()}
+            box.append(SensorMessage(gateway=GW, seq=0, sent_at=NOW, sensor_id="s1",
+                                     sensor_kind="self_report", received_at=NOW, body=body))  # fmt: skip
+            if i % 200 == 0:
+                box.ack([(p.seq, p.seq) for p in box.pending(limit=50)])
+        assert box.size_bytes() <= budget and sum(box.dropped().values()) > 0
+    size = (tmp_path / "outbox.db").stat().st_size
+    assert size <= budget * 1.05 + 64 * 1024
