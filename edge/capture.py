@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mimamori.edge.errors import EdgeError
 from mimamori.protocol import ArpEvent, DiscoveryEvent, FlowRecord
 
 if TYPE_CHECKING:
@@ -40,13 +41,14 @@ Item = FlowRecord | ArpEvent | DiscoveryEvent
 _EXPIRY = {0: "idle", 1: "active", -1: "end"}
 
 
-class CaptureError(Exception):
+class CaptureError(EdgeError):
     """Capture could not start or broke (no such interface, unreadable file, no rights).
 
     ::
 
-        CaptureError
-        └── DiscoveryError   (mimamori.edge.discovery) listener or capture-file reader
+        EdgeError                (mimamori.edge.errors)
+        └── CaptureError
+            └── DiscoveryError   (mimamori.edge.discovery) listener or capture-file reader
     """
 
 
