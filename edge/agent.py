@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mimamori.edge import config as cfg
-from mimamori.edge.errors import EdgeError, OutboxCorrupt, OutboxError
+from mimamori.edge.errors import OutboxCorrupt, OutboxError
 from mimamori.edge.heartbeat import HealthProbe, Heartbeater
 from mimamori.edge.outbox import MIB, Outbox
 from mimamori.edge.publisher import Backoff, Publisher
@@ -268,11 +268,9 @@ class Agent:
                     log.error("agent: capture stopped: %s", self.capture.live.error)
                     status = 1
                     break
-        except EdgeError:
-            raise
         except Exception as exc:
-            # A capture start failure (no rights, no interface) ends the agent: systemd
-            # restarts it and the missing heartbeats alert the SOC.
+            # A capture start failure (no rights, no interface: CaptureError) ends the
+            # agent: systemd restarts it and the missing heartbeats alert the SOC.
             log.error("agent: %s", exc)
             status = 1
         finally:
