@@ -539,8 +539,8 @@ def refresh_rollups(
     lo = start.replace(minute=0, second=0, microsecond=0)
     hi = end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     if storage == "timescaledb":
-        conn.execute("CALL refresh_continuous_aggregate('flows_5m', %s, %s)", (lo, hi))
-        conn.execute("CALL refresh_continuous_aggregate('flows_1h', %s, %s)", (lo, hi))
+        for view in ("flows_5m", "flows_1h"):
+            _refresh_aggregate(conn, view, lo, hi)
         return
     groups = "tenant, gateway, mac, local_ip, remote_ip, remote_port, proto, dir, app, sni"
     sums = (
@@ -571,6 +571,21 @@ def refresh_rollups(
             (lo, hi),
         )
         conn.execute("DELETE FROM flow_invalidations WHERE hour >= %s AND hour < %s", (lo, hi))
+
+
+def _refresh_aggregate(
+    conn: psycopg.Connection[Any], view: str, lo: datetime, hi: datetime
+) -> None:
+    # The aggregate's own refresh policy may be running in the background: TimescaleDB
+    # refuses a concurrent refresh of an overlapping window, so wait for it.
+    for attempt in range(60):
+        try:
+            conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, lo, hi))
+            return
+        except psycopg.errors.LockNotAvailable:
+            if attempt == 59:
+                raise
+            time.sleep(1.0)
 
 
 def _compress(conn: psycopg.Connection[Any]) -> None:
