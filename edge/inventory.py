@@ -275,10 +275,12 @@ class Inventory:
 
     # --- output ------------------------------------------------------------------------
 
-    def take_changes(self, now: float) -> list[Device]:
+    def take_changes(self, now: float, *, final: bool = False) -> list[Device]:
         """Devices new or changed since last taken, or due for a refresh; marks them taken.
 
-        Also forgets devices silent for longer than ``expire_s``.
+        ``final`` (at shutdown or the end of a capture) also takes every device seen since
+        its last report, so that the cloud gets the latest ``last_seen``. Forgets devices
+        silent for longer than ``expire_s``.
         """
         out: list[Device] = []
         stale: list[str] = []
@@ -287,7 +289,9 @@ class Inventory:
                 stale.append(mac)
                 continue
             changed = entry.version != entry.reported_version
-            due = entry.last_seen > entry.reported_at and now - entry.reported_at >= self.refresh_s
+            due = entry.last_seen > entry.reported_at and (
+                final or now - entry.reported_at >= self.refresh_s
+            )
             if changed or due:
                 out.append(entry.device())
                 entry.reported_version = entry.version

@@ -181,7 +181,8 @@ class Pipeline:
             self._advance(now)
         self._alerts(self.engine.finish, self.now)
         self._flush_summaries()
-        self._flush_devices()
+        self._devices_pending_since = None
+        self._emit_devices(self.inventory.take_changes(self.now, final=True))
 
     def resend_inventory(self) -> None:
         """Emit every known device (the cloud's ``resend_inventory`` command)."""

@@ -52,15 +52,23 @@ class ReplayResult:
         """The document ``mimamori replay --json`` prints (see docs/cli.md)."""
         alerts = []
         for alert in self.alerts:
-            doc = msgspec.to_builtins(alert)
+            doc = _all_fields(alert)
             doc["summary"] = alert.summary_en
             alerts.append(doc)
         return {
             "alerts": alerts,
-            "devices": [msgspec.to_builtins(d) for d in self.devices],
+            "devices": [_all_fields(d) for d in self.devices],
             "stats": self.stats,
             "labels": self.labels,
         }
+
+
+def _all_fields(struct: msgspec.Struct) -> dict[str, Any]:
+    """Every field, defaults included (the wire form omits them; a report should not)."""
+    doc: dict[str, Any] = msgspec.to_builtins(
+        {name: getattr(struct, name) for name in struct.__struct_fields__}
+    )
+    return doc
 
 
 class _Collector:
