@@ -69,6 +69,8 @@ DEVICE_REFRESH_S = 3600.0
 #: capture loop ticks every second): a flush lands up to this long after the boundary.
 FLUSH_DELAY_S = 1.5
 AGENT_VERSION = "sim-0.1.0"
+#: Wall seconds a worker waits for its gateways to connect before the run starts anyway.
+CONNECT_TIMEOUT_S = 120.0
 #: JST midnight of Tuesday 2026-11-24: the weekday ``local_hour`` pins traffic to.
 REFERENCE_WEEKDAY = 1_795_446_000.0
 #: Rows per FlowBatch (the protocol's limit).
@@ -477,7 +479,6 @@ class WorkerSpec:
     config: FleetConfig
     number: int
     indexes: tuple[int, ...]
-    clock: SimClock
     workdir: str
 
 
@@ -491,11 +492,10 @@ def _worker_main(spec: WorkerSpec, counters: Any) -> None:
     )
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
     cfg = spec.config
-    clock = spec.clock
     ledger = Ledger(workdir / f"ledger-{spec.number}.csv")
     (workdir / "outboxes").mkdir(exist_ok=True)
-    now = clock.now()
-    gens: list[SimGateway] = []
+    outboxes: list[Outbox] = []
+    gens: list[SimGateway] = []  # filled by the generator once the run starts
     pubs: list[Publisher] = []
     links: dict[int, Link] = {}
     for index in spec.indexes:
@@ -505,9 +505,7 @@ def _worker_main(spec: WorkerSpec, counters: Any) -> None:
         if cfg.scenario_of(index) == "site_offline":
             links[index] = Link(upstream=(cfg.host, cfg.port)).start()
             port = links[index].port
-        gens.append(
-            SimGateway(config=cfg, index=index, outbox=outbox, ledger=ledger, started_at=now)
-        )
+        outboxes.append(outbox)
         pubs.append(
             Publisher(
                 outbox=outbox, tenant=cfg.tenant(index), gateway=gw, host=cfg.host, port=port,
@@ -520,7 +518,9 @@ def _worker_main(spec: WorkerSpec, counters: Any) -> None:
         )  # fmt: skip
     stop = threading.Event()
     gen = threading.Thread(
-        target=_generate, args=(spec, gens, pubs, links, counters, stop), name="generator"
+        target=_generate,
+        args=(spec, outboxes, ledger, gens, pubs, links, counters, stop),
+        name="generator",
     )
     gen.start()
     try:
@@ -543,8 +543,8 @@ def _worker_main(spec: WorkerSpec, counters: Any) -> None:
             }
         }
         (workdir / f"worker-{spec.number}.json").write_text(json.dumps(report))
-        for g in gens:
-            g.outbox.close()
+        for ob in outboxes:
+            ob.close()
         for link in links.values():
             link.close()
         ledger.close()
@@ -552,20 +552,41 @@ def _worker_main(spec: WorkerSpec, counters: Any) -> None:
 
 def _generate(
     spec: WorkerSpec,
+    outboxes: list[Outbox],
+    ledger: Ledger,
     gens: list[SimGateway],
     pubs: list[Publisher],
     links: dict[int, Link],
     counters: Any,
     stop: threading.Event,
 ) -> None:
-    """The worker's traffic thread: append what is due, then wait for the drain."""
+    """The worker's traffic thread: connect, wait for the start, append what is due,
+    then wait for the outboxes to drain."""
     cfg = spec.config
-    clock = spec.clock
+    base = spec.number * len(_COUNTERS)
+    # A real fleet is connected before the measurement starts: wait for every
+    # publisher (bounded), report it, and wait for the parent's start signal.
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while not stop.is_set() and time.monotonic() < deadline:
+        counters[base + 3] = sum(1 for p in pubs if p.connected)
+        if all(p.connected for p in pubs):
+            break
+        time.sleep(0.1)
+    counters[base + 3] = sum(1 for p in pubs if p.connected)
+    while not stop.is_set() and counters[len(counters) - 1] == 0:
+        time.sleep(0.05)
+    clock = SimClock.for_run(
+        minutes=cfg.minutes, speed=cfg.speed, wall_start=counters[len(counters) - 1]
+    )
+    started = clock.now()
+    gens.extend(
+        SimGateway(config=cfg, index=i, outbox=ob, ledger=ledger, started_at=started)
+        for i, ob in zip(spec.indexes, outboxes, strict=True)
+    )
     span = cfg.minutes * 60.0
     end = clock.sim_start + span
     cut_at = clock.sim_start + cfg.offline_after * span
     restore_at = cut_at + cfg.offline_for * span
-    base = spec.number * len(_COUNTERS)
     # A restarted worker (power cut) continues its predecessor's totals.
     offsets = (counters[base], counters[base + 1])
     try:
@@ -637,6 +658,7 @@ class FleetResult:
     clock: SimClock
     wall_s: float
     ledgers: list[Path]
+    connect_s: float = 0.0
     gateways: dict[str, Any] = field(default_factory=dict)
     power_cuts: int = 0
 
@@ -677,13 +699,13 @@ def run_fleet(
     """Run the fleet to the end of its simulated time and until its outboxes drained."""
     workdir = Path(config.workdir) if config.workdir else Path.cwd() / "fleet-run"
     workdir.mkdir(parents=True, exist_ok=True)
-    wall_start = time.time()
-    clock = SimClock.for_run(minutes=config.minutes, speed=config.speed, wall_start=wall_start)
     ctx = mp.get_context("spawn")
     groups = plan_workers(config)
-    counters = ctx.Array("d", len(groups) * len(_COUNTERS), lock=False)
+    # Per-worker counters, then one slot: the wall-clock start, 0 until every worker's
+    # gateways are connected.
+    counters = ctx.Array("d", len(groups) * len(_COUNTERS) + 1, lock=False)
     specs = [
-        WorkerSpec(config=config, number=k, indexes=g, clock=clock, workdir=str(workdir))
+        WorkerSpec(config=config, number=k, indexes=g, workdir=str(workdir))
         for k, g in enumerate(groups)
     ]
     procs: dict[int, Any] = {}
@@ -692,6 +714,18 @@ def run_fleet(
             target=_worker_main, args=(spec, counters), name=f"fleet-{spec.number}"
         )
         procs[spec.number].start()
+    connect_started = time.time()
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S + 30
+    width = len(_COUNTERS)
+    while time.monotonic() < deadline:
+        online = sum(counters[k * width + 3] for k in range(len(specs)))
+        if online >= config.gateways or not any(p.is_alive() for p in procs.values()):
+            break
+        time.sleep(0.2)
+    wall_start = time.time()
+    counters[len(counters) - 1] = wall_start
+    log.info("fleet connected in %.1f s; simulation starts", wall_start - connect_started)
+    clock = SimClock.for_run(minutes=config.minutes, speed=config.speed, wall_start=wall_start)
     span = config.minutes * 60.0
     cut_wall = clock.wall_at(clock.sim_start + config.power_cut_after * span)
     cuts = [
@@ -741,6 +775,7 @@ def run_fleet(
         )
     result = FleetResult(
         config=config, workdir=workdir, clock=clock, wall_s=time.time() - wall_start,
+        connect_s=wall_start - connect_started,
         ledgers=sorted(workdir.glob("ledger-*.csv")), power_cuts=power_cuts,
     )  # fmt: skip
     for path in sorted(workdir.glob("worker-*.json")):

@@ -92,7 +92,7 @@ class DeviceKind:
 
 # --- services ---------------------------------------------------------------------------
 
-_DNS = Endpoint("", "@router", 53, 0.0, 80, 160, proto=17, app="DNS")
+_DNS = Endpoint("", "@router", 53, 40.0, 80, 160, proto=17, app="DNS")
 _M365 = (
     Endpoint("outlook.office365.com", "52.98.151.66", 443, 40, 6_000, 40_000, app="TLS.Microsoft365"),
     Endpoint("login.microsoftonline.com", "20.190.151.7", 443, 12, 4_000, 9_000, app="TLS.Microsoft365"),
@@ -155,7 +155,7 @@ KINDS: dict[str, DeviceKind] = {
             *_M365,
             *_WEB,
             *_WINDOWS,
-            Endpoint("", "@nas", 445, 20, 40_000, 300_000, app="SMBv23"),
+            Endpoint("", "@nas", 445, 2, 400_000, 3_000_000, app="SMBv23"),
             Endpoint("", "@printer", 9100, 1.5, 250_000, 400, app=""),
         ),
     ),
