@@ -131,6 +131,8 @@ def seed(dsn: str, plan: SeedPlan) -> SeedReport:
     rng = random.Random(plan.seed)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT setseed(%s)", (((plan.seed % 1000) / 1000.0),))
+        # Bulk generation and rollups group millions of rows: hash them in memory.
+        conn.execute("SET work_mem = '256MB'")
         step = _Steps(report)
         with step("registry"):
             gateways = _registry(conn, plan, rng, report)
