@@ -163,8 +163,7 @@ def _translate(exc: msgspec.ValidationError, raw: dict[str, Any]) -> ConfigError
     if unknown:
         name = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
         return ConfigError(
-            f"{name}: unknown setting. Check its spelling against edge/example.toml "
-            "or remove it."
+            f"{name}: unknown setting. Check its spelling against edge/example.toml or remove it."
         )
     value = _lookup(raw, path)
     if path in _HINTS:
@@ -178,7 +177,9 @@ def parse(text: str, *, source: str = "config") -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc}). Fix the syntax at that spot.") from exc
+        raise ConfigError(
+            f"{source}: not valid TOML ({exc}). Fix the syntax at that spot."
+        ) from exc
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
@@ -189,7 +190,10 @@ def parse(text: str, *, source: str = "config") -> Config:
 
 def _check(config: Config) -> None:
     """Checks that span fields or need more than a type."""
-    for name, value in (("gateway.id", config.gateway.id), ("gateway.tenant", config.gateway.tenant)):
+    for name, value in (
+        ("gateway.id", config.gateway.id),
+        ("gateway.tenant", config.gateway.tenant),
+    ):
         if not topics.valid_id(value):
             raise ConfigError(
                 f"{name}: {value!r} is not a valid id. Use 1-63 characters of lowercase "

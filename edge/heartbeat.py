@@ -122,9 +122,7 @@ class Heartbeater:
     housekeeping); its failures are logged, never fatal.
     """
 
-    def __init__(
-        self, *, probe: HealthProbe, on_beat: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, *, probe: HealthProbe, on_beat: Callable[[], None] | None = None) -> None:
         self.probe = probe
         self.on_beat = on_beat
         self.sent = 0

@@ -225,7 +225,9 @@ class Outbox:
             kind = codec.kind_of(built)
             payload = codec.encode(built)
             if len(payload) > codec.MAX_PAYLOAD:
-                log.error("outbox: %s message of %d bytes is too large; dropped", kind, len(payload))
+                log.error(
+                    "outbox: %s message of %d bytes is too large; dropped", kind, len(payload)
+                )
                 self._count("rejected", 1)
                 self._rejected += 1
                 return None
@@ -339,8 +341,7 @@ class Outbox:
                 break
             while need > 0:
                 rows = self._db.execute(
-                    "SELECT seq, kind, size FROM messages WHERE priority = ?"
-                    " ORDER BY seq LIMIT ?",
+                    "SELECT seq, kind, size FROM messages WHERE priority = ? ORDER BY seq LIMIT ?",
                     (level, EVICT_CHUNK),
                 ).fetchall()
                 if not rows:

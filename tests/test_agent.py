@@ -139,7 +139,9 @@ def test_agent_delivers_heartbeats_and_stops_cleanly_on_sigterm(
     before = max(r.seq for r in acker.snapshot())
     proc = start_agent(config)
     try:
-        wait_until(lambda: max(acker.seqs(GW, "heartbeat")) > before, 30, "a heartbeat after restart")
+        wait_until(
+            lambda: max(acker.seqs(GW, "heartbeat")) > before, 30, "a heartbeat after restart"
+        )
     finally:
         code, out = stop_agent(proc)
     assert code == 0, out

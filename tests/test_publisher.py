@@ -203,9 +203,7 @@ def test_commands_reach_their_hooks_once(
 def test_many_publishers_share_one_thread(
     broker: Mosquitto, topic_prefix: str, tmp_path: Path, acker: Acker
 ) -> None:
-    boxes = [
-        Outbox(path=tmp_path / f"gw{i}.db", synchronous="OFF", check=False) for i in range(25)
-    ]
+    boxes = [Outbox(path=tmp_path / f"gw{i}.db", synchronous="OFF", check=False) for i in range(25)]
     pubs = [
         make_publisher(broker, topic_prefix, box, gateway=f"gw{i}", window=4)
         for i, box in enumerate(boxes)
