@@ -17,6 +17,7 @@ from mimamori.edge import config as cfg
 from mimamori.protocol import Command, FlowBatch, Heartbeat
 from mimamori.simulators.services import Mosquitto
 from test_delivery_acker import Acker, wait_until
+from test_publisher import tls_broker  # noqa: F401 - a fixture shared with the publisher tests
 
 GW = "gw1"
 
@@ -174,3 +175,28 @@ def test_agent_with_capture_publishes_flow_summaries(
     assert "Traceback" not in out
     batches = acker.messages(GW, "flows")
     assert batches and all(len(b.flows) > 0 for b in batches if isinstance(b, FlowBatch))
+
+
+def test_agent_over_tls_with_its_own_credential(
+    tmp_path: Path,
+    tls_broker: tuple[Mosquitto, Path, int],  # noqa: F811 - the fixture imported above
+    topic_prefix: str,
+) -> None:
+    """The production path: config → CA-checked TLS context and password file → broker."""
+    broker, certs, tls_port = tls_broker
+    password = tmp_path / "mqtt-password"
+    password.write_text("right-pass\n")
+    password.chmod(0o600)
+    config = write_config(tmp_path, broker, topic_prefix)
+    text = config.read_text().replace("insecure_plaintext = true", (
+        f'ca_file = "{certs / "ca.pem"}"\nusername = "gw1"\npassword_file = "{password}"'
+    )).replace(f"port = {broker.port}", f"port = {tls_port}")  # fmt: skip
+    config.write_text(text)
+    acker = Acker(broker, topic_prefix)  # on the broker's plain loopback listener
+    proc = start_agent(config)
+    try:
+        wait_until(lambda: len(acker.seqs(GW, "heartbeat")) >= 3, 30, "heartbeats over TLS")
+    finally:
+        code, out = stop_agent(proc)
+        acker.close()
+    assert code == 0, out
