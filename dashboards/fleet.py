@@ -28,16 +28,23 @@ LIVE = "1h"
 
 _GATEWAYS = "g.revoked_at IS NULL AND g.tenant IN ($tenant)"
 
-#: Newest heartbeat of gateway g (h) and the one before it (p).
+#: Newest heartbeat of gateway g (h) and the one before it (p), within the day before the
+#: range's end. The lower bound lets both storages skip older partitions or chunks while
+#: planning (plain PostgreSQL would otherwise merge an index scan of every daily
+#: partition for each probe); a gateway silent for longer shows only its state and age.
 _LATEST = """
 LEFT JOIN LATERAL (
     SELECT ts, received_at, packets_seen, packets_dropped, outbox_depth, outbox_bytes,
            intel_age_s, agent_version
-    FROM heartbeats WHERE gateway = g.id AND ts <= $__timeTo()
+    FROM heartbeats
+    WHERE gateway = g.id AND ts <= $__timeTo()
+      AND ts > $__timeTo()::timestamptz - interval '1 day'
     ORDER BY ts DESC LIMIT 1) h ON true
 LEFT JOIN LATERAL (
     SELECT packets_seen, packets_dropped
-    FROM heartbeats WHERE gateway = g.id AND ts < h.ts
+    FROM heartbeats
+    WHERE gateway = g.id AND ts < h.ts
+      AND ts > $__timeTo()::timestamptz - interval '1 day'
     ORDER BY ts DESC LIMIT 1) p ON true
 """
 
