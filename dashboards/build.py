@@ -22,6 +22,7 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from mimamori.dashboards import alerts, device, fleet, platform, site
+from mimamori.dashboards.columns import label_columns
 from mimamori.dashboards.errors import BuildError
 from mimamori.dashboards.panels import Lang, Tr
 from mimamori.dashboards.query import DATASOURCE_TYPE, DATASOURCE_UID
@@ -46,6 +47,8 @@ def build_all(lang: Lang) -> list[dict[str, Any]]:
     for make in DASHBOARDS:
         model = json.loads(json.dumps(make(tr).build(), cls=JSONEncoder))
         _number_panels(model)
+        for panel in iter_panels(model):
+            label_columns(panel, lang)
         out.append(model)
     return out
 

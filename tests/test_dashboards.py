@@ -56,6 +56,12 @@ def test_languages_differ_only_in_text() -> None:
         assert a["uid"] == b["uid"] and a["title"] != b["title"]
         assert [p["type"] for p in iter_panels(a)] == [p["type"] for p in iter_panels(b)]
     assert any("稼働中" in p.get("title", "") for p in iter_panels(ja[0]))
+    # Table columns keep their SQL names and are shown under a name in the build's language.
+    table = next(p for p in iter_panels(ja[0]) if p["type"] == "table")
+    names = {o["matcher"]["options"]: o["properties"][0]["value"]
+             for o in table["fieldConfig"]["overrides"]
+             if o["properties"][0]["id"] == "displayName"}  # fmt: skip
+    assert names["heartbeat_age_s"] == "最終ハートビート" and names["tenant"] == "テナント"
 
 
 def test_cli_build_writes_dashboards_and_provisioning(tmp_path: Path) -> None:
