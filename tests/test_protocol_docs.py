@@ -324,6 +324,10 @@ def test_architecture_names_only_files_that_exist() -> None:
     assert paths, "architecture.md names no module"
     missing = sorted(p for p in paths if not (REPO / p).exists())
     assert not missing, f"architecture.md names files that do not exist: {missing}"
+    links = set(re.findall(r"\]\(([\w-]+\.md)(?:#[\w-]*)?\)", text))
+    assert links, "architecture.md links no other document"
+    broken = sorted(link for link in links if not (DOC.parent / link).exists())
+    assert not broken, f"architecture.md links documents that do not exist: {broken}"
 
 
 def test_architecture_names_only_relations_the_schema_creates() -> None:
