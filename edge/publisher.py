@@ -76,6 +76,10 @@ SHUTDOWN_DRAIN_S = 5.0
 SHUTDOWN_CLOSE_S = 2.0
 #: Command ids remembered to ignore QoS 1 redeliveries of the same command.
 RECENT_COMMANDS = 256
+#: A message the cloud keeps refusing (quarantined: never acknowledged) while it
+#: acknowledges messages sent after it is set aside from the window and re-sent only every
+#: this many ack timeouts, so a few bad messages never block the good ones behind them.
+STUCK_RETRY_FACTOR = 10
 #: MQTT 5 reason code asking the broker to publish our will although we disconnect
 #: cleanly: the cloud learns at once that the gateway went offline on purpose.
 DISCONNECT_WITH_WILL = 0x04
@@ -116,6 +120,7 @@ class PublisherStats:
     disconnects: int = 0
     published: int = 0
     republished: int = 0
+    set_aside: int = 0
     acks: int = 0
     acked_messages: int = 0
     commands: int = 0
@@ -206,6 +211,11 @@ class Publisher:
         # seq -> monotonic time it was last published; insertion order = publication order,
         # so the oldest unacknowledged message is always first.
         self._inflight: OrderedDict[int, float] = OrderedDict()
+        # Messages set aside from the window (see STUCK_RETRY_FACTOR), same layout.
+        self._stuck: OrderedDict[int, float] = OrderedDict()
+        self.stuck_retry = STUCK_RETRY_FACTOR * ack_timeout
+        # Latest publication time of any message acknowledged on this connection.
+        self._acked_sent_max = float("-inf")
         self._cursor = -1
         self._recent_commands: deque[str] = deque(maxlen=RECENT_COMMANDS)
 
@@ -319,22 +329,46 @@ class Publisher:
         while self._inflight and budget > 0:
             seq, sent = next(iter(self._inflight.items()))
             if now - sent < self.ack_timeout:
-                return
+                break
             budget -= 1
             del self._inflight[seq]
             item = self.outbox.get(seq)
             if item is None:  # acknowledged meanwhile, or dropped by the disk budget
                 continue
-            if not self._publish(seq, item.kind, item.payload, now):
+            # The cloud acknowledged something published after this one: it is not slow,
+            # it refuses this message (quarantine). Keep trying, but outside the window.
+            stuck = self._acked_sent_max > sent
+            if not self._publish(seq, item.kind, item.payload, now, window=not stuck):
                 return
             self.stats.republished += 1
+            if stuck:
+                self.stats.set_aside += 1
+                self._log.warning(
+                    "%s: message %d (%s) is not acknowledged while later ones are; "
+                    "retrying it every %.0f s outside the window",
+                    self.gateway, seq, item.kind, self.stuck_retry,
+                )  # fmt: skip
+        while self._stuck and budget > 0:
+            seq, sent = next(iter(self._stuck.items()))
+            if now - sent < self.stuck_retry:
+                return
+            budget -= 1
+            del self._stuck[seq]
+            item = self.outbox.get(seq)
+            if item is not None:
+                if not self._publish(seq, item.kind, item.payload, now, window=False):
+                    return
+                self.stats.republished += 1
 
-    def _publish(self, seq: int, kind: str, payload: bytes, now: float) -> bool:
+    def _publish(
+        self, seq: int, kind: str, payload: bytes, now: float, *, window: bool = True
+    ) -> bool:
         info = self._client.publish(topics.up(self.tenant, self.gateway, kind), payload, qos=1)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return False
-        self._inflight[seq] = now
-        self._inflight.move_to_end(seq)
+        table = self._inflight if window else self._stuck
+        table[seq] = now
+        table.move_to_end(seq)
         self.stats.published += 1
         return True
 
@@ -365,6 +399,8 @@ class Publisher:
         # Publish everything still stored again, from the oldest: a broker restart loses
         # what it had not passed on, and the cloud drops duplicates.
         self._inflight.clear()
+        self._stuck.clear()
+        self._acked_sent_max = float("-inf")
         self._cursor = -1
         now = self._clock()
         try:
@@ -424,8 +460,9 @@ class Publisher:
             # The messages stay stored and are published again later: safe, just wasteful.
             self._log.exception("%s: could not apply an ack", self.gateway)
             return
-        for seq in [s for s in self._inflight if any(a <= s <= b for a, b in ack.ranges)]:
-            del self._inflight[seq]
+        for table in (self._inflight, self._stuck):
+            for seq in [s for s in table if any(a <= s <= b for a, b in ack.ranges)]:
+                self._acked_sent_max = max(self._acked_sent_max, table.pop(seq))
 
     def _handle_command(self, command: Command) -> None:
         if command.id in self._recent_commands:

@@ -33,12 +33,21 @@ class Acker:
 
     ``ack_from``: acknowledge a sequence number only from its n-th receipt on (2 makes
     every first delivery go unacknowledged, to exercise re-publication). ``paused``: record
-    but do not acknowledge.
+    but do not acknowledge. ``refuse``: messages never to acknowledge, like the cloud's
+    quarantine.
     """
 
-    def __init__(self, broker: Mosquitto, tenant: str, *, ack_from: int = 1) -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        tenant: str,
+        *,
+        ack_from: int = 1,
+        refuse: Callable[[UpMessage], bool] | None = None,
+    ) -> None:
         self.tenant = tenant
         self.ack_from = ack_from
+        self.refuse = refuse
         self.paused = False
         self.received: list[Received] = []
         self._counts: dict[tuple[str, int], int] = {}
@@ -72,7 +81,8 @@ class Acker:
             )
             self._counts[key] = n = self._counts.get(key, 0) + 1
             paused = self.paused
-        if not paused and n >= self.ack_from:
+        refused = self.refuse is not None and self.refuse(message)
+        if not paused and not refused and n >= self.ack_from:
             self.ack(message.gateway, [message.seq])
 
     def ack(self, gateway: str, seqs: list[int]) -> None:

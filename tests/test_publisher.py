@@ -142,6 +142,34 @@ def test_unacknowledged_messages_are_published_again(
         acker.close()
 
 
+def test_refused_messages_do_not_block_the_window(
+    broker: Mosquitto, topic_prefix: str, outbox: Outbox
+) -> None:
+    """Messages the cloud never acknowledges (quarantined) leave the window to the others."""
+    poison = {3.0, 4.0, 7.0}
+    acker = Acker(
+        broker, topic_prefix,
+        refuse=lambda m: isinstance(m, Heartbeat) and m.uptime_s in poison,
+    )  # fmt: skip
+    try:
+        seqs = [outbox.append(heartbeat(i)) for i in range(30)]
+        bad = [s for i, s in enumerate(seqs) if float(i) in poison]
+        # A window of 3 would be blocked for good by three refused messages.
+        pub = make_publisher(broker, topic_prefix, outbox, window=3, ack_timeout=0.3)
+        with running(pub, drain=0):
+            wait_until(lambda: outbox.depth() == 3, 20, "everything but the refused acked")
+            assert sorted(p.seq for p in outbox.pending()) == bad
+            wait_until(lambda: pub.stats.set_aside == 3, 10, "the refused set aside")
+            # Set aside, they are re-sent only every 10 ack timeouts (3 s), not every 0.3 s.
+            before = len(acker.seqs(GW))
+            time.sleep(1.0)
+            assert len(acker.seqs(GW)) - before <= 3
+            late = outbox.append(heartbeat(100))
+            wait_until(lambda: outbox.get(late) is None, 10, "new messages still flow")
+    finally:
+        acker.close()
+
+
 def test_lost_connection_fires_will_and_reconnects(
     broker: Mosquitto, topic_prefix: str, outbox: Outbox, acker: Acker
 ) -> None:
