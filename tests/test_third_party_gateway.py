@@ -104,9 +104,8 @@ class ThirdPartyGateway:
         self._next_seq = max(row[0] + 1, floor) if row else floor
         self._started = time.monotonic()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"mimamori-{tenant}-{gateway}",
-            protocol=mqtt.MQTTv5,
-        )  # fmt: skip
+            CallbackAPIVersion.VERSION2, client_id=gateway, protocol=mqtt.MQTTv5
+        )  # §3: the client id is the gateway id
         self.client.username_pw_set(gateway, password)
         if ca_file is not None:
             # §3: TLS, the broker's certificate checked against the provider's CA, host
@@ -431,7 +430,7 @@ def test_gateway_drains_its_outbox_resends_the_unacked_and_leaves_a_will(
 ) -> None:
     cloud = StandInCloud(host=broker.host, port=broker.port, tenant=topic_prefix,
                          drop_first={"flows"})  # fmt: skip
-    gw = ThirdPartyGateway(tenant=topic_prefix, gateway="acme-gw-7", host=broker.host,
+    gw = ThirdPartyGateway(tenant=topic_prefix, gateway=f"gw-{topic_prefix}", host=broker.host,
                            port=broker.port, outbox=tmp_path / "outbox.db", ack_timeout_s=1.0)  # fmt: skip
     try:
         gw.start()
@@ -475,7 +474,7 @@ def test_third_party_gateway_against_the_real_ingester_rows_stored_exactly_once(
     from mimamori.cloud.settings import Settings
     from mimamori.cloud.testing import IngesterThread, prepare_database, tenant_subscription
 
-    gateway = "acme-gw-7"
+    gateway = f"gw-{topic_prefix}"  # unique: the broker keeps sessions by client id
     prepare_database(plain_db.dsn, tenant=topic_prefix, gateways=[gateway])
     settings = Settings(dsn=plain_db.dsn, mqtt_port=broker.port, batch_delay_s=0.05,
                         mqtt_client_id=f"ing-{topic_prefix}")  # fmt: skip
@@ -591,7 +590,7 @@ def test_third_party_gateway_over_tls_is_confined_by_the_documented_acl(
     from mimamori.cloud.settings import Settings
     from mimamori.cloud.testing import IngesterThread, prepare_database, tenant_subscription
 
-    tenant, gateway = topic_prefix, "acme-gw-7"
+    tenant, gateway = topic_prefix, f"gw-{topic_prefix}"
     passwords = {gateway: "gw-secret-1", "mimamori-ingest": "ingest-secret-2"}
     prepare_database(plain_db.dsn, tenant=tenant, gateways=[gateway])
     with _acl_broker(tenant, gateway, passwords) as (broker, certs, tls_port):
