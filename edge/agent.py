@@ -294,7 +294,10 @@ class Agent:
             except Exception:
                 log.exception("agent: capture did not stop cleanly")
             # The capture thread is gone: the pipeline is ours. Flush what it holds.
-            self.capture.pipeline.finish(time.time())
+            try:
+                self.capture.pipeline.finish(time.time())
+            except Exception:
+                log.exception("agent: could not flush the pipeline")
             _end_meter_processes()
         self.heartbeater.stop()
         pub_stop.set()

@@ -200,3 +200,15 @@ def test_agent_over_tls_with_its_own_credential(
         code, out = stop_agent(proc)
         acker.close()
     assert code == 0, out
+
+
+def test_capture_failure_ends_the_agent_with_status_1(
+    tmp_path: Path, broker: Mosquitto, topic_prefix: str
+) -> None:
+    config = write_config(tmp_path, broker, topic_prefix, capture="nosuch0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mimamori", "edge", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "nosuch0" in proc.stderr and "Traceback" not in proc.stderr
