@@ -104,14 +104,11 @@ class Decoder:
             if ethertype == b"\x08\x00":
                 if frame[off + 9] != 17 or frame[off + 6] & 0x1F or frame[off + 7]:
                     return []  # not UDP, or a non-first fragment
-                ihl = (frame[off] & 0x0F) * 4
-                udp = off + ihl
-                src_ip = socket.inet_ntoa(frame[off + 12 : off + 16])
+                udp = off + (frame[off] & 0x0F) * 4
             elif ethertype == b"\x86\xdd":
                 if frame[off + 6] != 17:
                     return []  # not UDP (extension headers are rare on discovery traffic)
                 udp = off + 40
-                src_ip = str(IPv6Address(frame[off + 8 : off + 24]))
             else:
                 return []
             sport, dport = struct.unpack_from("!HH", frame, udp)
@@ -119,11 +116,17 @@ class Decoder:
                 return []
             self.matched += 1
             payload = frame[udp + 8 :]
-            src_mac = _mac(frame[6:12])
-            if sport in DHCP_PORTS and dport in DHCP_PORTS:
-                return self._dhcp(ts, src_mac, src_ip, payload)
-            if self._repeated(ts, frame, payload):
+            is_dhcp = sport in DHCP_PORTS and dport in DHCP_PORTS
+            # Repeats are dropped before any string is made (DHCP always counts).
+            if not is_dhcp and self._repeated(ts, frame, payload):
                 return []
+            if ethertype == b"\x08\x00":
+                src_ip = socket.inet_ntoa(frame[off + 12 : off + 16])
+            else:
+                src_ip = str(IPv6Address(frame[off + 8 : off + 24]))
+            src_mac = _mac(frame[6:12])
+            if is_dhcp:
+                return self._dhcp(ts, src_mac, src_ip, payload)
             if MDNS_PORT in (sport, dport):
                 return self._mdns(ts, src_mac, src_ip, payload)
             if dport == SSDP_PORT or sport == SSDP_PORT:

@@ -6,16 +6,20 @@ statistical analysis on, one meter process), each in a fresh child process:
 * ``nfstream``: iterate the ``NFStreamer`` and nothing else;
 * ``pipeline``: :func:`mimamori.edge.replay.replay`, i.e. nfstream plus the discovery pass
   over the file, record conversion, the detection engine, summaries, inventory and the
-  encoding of every message the gateway would send.
+  encoding of every message the gateway would send;
+* ``nodetect``: the same with an engine that does nothing, to tell the pipeline's own
+  cost from the detection rules'.
 
 Small captures are looped (``--packets``, default 200,000): copies of the file are laid
 end to end in a temporary pcap, each shifted in time past the previous one, with gaps
 over an hour shortened to an hour so that merged captures do not span years. Packets per
 second count every frame of the looped file over the child's wall time, start-up
 included; ``cpu_ratio`` compares CPU seconds of the two process trees instead, which a
-busy machine disturbs less. Peak RSS is the largest sum of resident memory over the child and its
-processes (nfstream's meter is a forked child; shared pages count twice, so this
-overstates), sampled every 20 ms. Each side runs ``--runs`` times; the best run counts.
+busy machine disturbs less. Memory is sampled every 50 ms over the child
+and its processes (nfstream's meter is a forked child): ``peak_rss_mb`` is the largest
+sum of their RSS, which counts pages they share twice and so overstates;
+``peak_pss_mb`` the largest sum of their PSS, which shares those pages out and is the
+memory the tree really occupies. Each side runs ``--runs`` times; the best run counts.
 """
 
 from __future__ import annotations
@@ -105,11 +109,21 @@ def _child_nfstream(path: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "flows": flows, "flow_packets": packets}
 
 
-def _child_pipeline(path: str, home_net: list[str]) -> dict[str, Any]:
+class _NoDetection:
+    """An engine that raises nothing: isolates the pipeline's own cost from detection's."""
+
+    def on_flow(self, record: Any) -> list[Any]:
+        return []
+
+    on_arp = on_discovery = tick = finish = on_flow
+
+
+def _child_pipeline(path: str, home_net: list[str], *, detect: bool = True) -> dict[str, Any]:
     from mimamori.edge.replay import replay
 
     start = time.perf_counter()
-    result = replay([path], home_net=home_net or _default_nets())
+    factory = None if detect else (lambda nets: _NoDetection())
+    result = replay([path], home_net=home_net or _default_nets(), engine_factory=factory)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, **result.stats}
 
@@ -120,11 +134,14 @@ def _default_nets() -> list[str]:
     return [str(n) for n in DEFAULT_HOME_NET]
 
 
-def _run_child(args: list[str]) -> tuple[dict[str, Any], float]:
-    """Run one measurement in a fresh interpreter; (its JSON, peak RSS of its tree in MB).
+def _run_child(args: list[str]) -> tuple[dict[str, Any], float, float]:
+    """Run one measurement in a fresh interpreter.
 
+    Returns its JSON, the peak summed RSS and the peak summed PSS of its process tree (MB).
     The JSON gains ``cpu_s``: CPU time of the child and every process it waited for
-    (nfstream's meter), steadier than wall time on a shared machine.
+    (nfstream's meter), steadier than wall time on a shared machine. PSS splits pages
+    shared between the processes (the meter is forked from the child) among them, so its
+    sum is the memory the tree really occupies; summed RSS counts shared pages twice.
     """
     import resource
 
@@ -134,25 +151,28 @@ def _run_child(args: list[str]) -> tuple[dict[str, Any], float]:
     cmd = [sys.executable, "-m", "mimamori.simulators.bench.edge", "--child", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     parent = psutil.Process(proc.pid)
-    peak = 0
+    peak = peak_pss = 0
     while proc.poll() is None:
         try:
             tree = [parent, *parent.children(recursive=True)]
-            total = 0
+            rss = pss = 0
             for p in tree:
                 with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            peak = max(peak, total)
+                    full = p.memory_full_info()
+                    rss += full.rss
+                    pss += getattr(full, "pss", full.rss)
+            peak = max(peak, rss)
+            peak_pss = max(peak_pss, pss)
         except psutil.Error:
             pass
-        time.sleep(0.02)
+        time.sleep(0.05)
     out, _ = proc.communicate()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({proc.returncode}): {' '.join(cmd)}")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return result, peak / 1e6
+    return result, peak / 1e6, peak_pss / 1e6
 
 
 def bench(pcap: Path, *, packets: int, runs: int, home_net: list[str]) -> dict[str, Any]:
@@ -162,10 +182,13 @@ def bench(pcap: Path, *, packets: int, runs: int, home_net: list[str]) -> dict[s
         total = loop_capture(pcap, looped, min_packets=packets)
         nf_runs = [_run_child(["nfstream", str(looped)]) for _ in range(runs)]
         pl_runs = [_run_child(["pipeline", str(looped), *home_net]) for _ in range(runs)]
+        bare_runs = [_run_child(["nodetect", str(looped), *home_net]) for _ in range(runs)]
     nf_best = min(r[0]["seconds"] for r in nf_runs)
     pl_best = min(r[0]["seconds"] for r in pl_runs)
     nf_cpu = min(r[0]["cpu_s"] for r in nf_runs)
     pl_cpu = min(r[0]["cpu_s"] for r in pl_runs)
+    bare_best = min(r[0]["seconds"] for r in bare_runs)
+    bare_cpu = min(r[0]["cpu_s"] for r in bare_runs)
     stats = pl_runs[0][0]
     metered = stats["bytes_metered"]
     return {
@@ -180,8 +203,13 @@ def bench(pcap: Path, *, packets: int, runs: int, home_net: list[str]) -> dict[s
         "pipeline_cpu_s": round(pl_cpu, 3),
         "nfstream_seconds": [round(r[0]["seconds"], 3) for r in nf_runs],
         "pipeline_seconds": [round(r[0]["seconds"], 3) for r in pl_runs],
+        "no_detection_pps": round(total / bare_best),
+        "no_detection_ratio": round(nf_best / bare_best, 3),
+        "no_detection_cpu_ratio": round(nf_cpu / bare_cpu, 3),
         "peak_rss_mb": round(max(r[1] for r in pl_runs), 1),
+        "peak_pss_mb": round(max(r[2] for r in pl_runs), 1),
         "nfstream_peak_rss_mb": round(max(r[1] for r in nf_runs), 1),
+        "nfstream_peak_pss_mb": round(max(r[2] for r in nf_runs), 1),
         "flows": stats["flows"],
         "bytes_metered": metered,
         "bytes_uplink": stats["bytes_uplink"],
@@ -195,7 +223,10 @@ def main(argv: list[str]) -> int:
     """Entry point of ``mimamori bench edge``."""
     if argv[:1] == ["--child"]:
         kind, path, *rest = argv[1:]
-        result = _child_nfstream(path) if kind == "nfstream" else _child_pipeline(path, rest)
+        if kind == "nfstream":
+            result = _child_nfstream(path)
+        else:
+            result = _child_pipeline(path, rest, detect=kind == "pipeline")
         print(json.dumps(result))
         return 0
     parser = argparse.ArgumentParser(
@@ -223,7 +254,10 @@ def main(argv: list[str]) -> int:
             f"  bare nfstream   {result['nfstream_pps']:>10,} packets/s\n"
             f"  edge pipeline   {result['pipeline_pps']:>10,} packets/s"
             f"  (ratio {result['ratio']:.2f}, goal >= 0.7; by CPU time {result['cpu_ratio']:.2f})\n"
-            f"  peak RSS        {result['peak_rss_mb']:>10.1f} MB (goal <= 200)\n"
+            f"  without detect  {result['no_detection_pps']:>10,} packets/s"
+            f"  (ratio {result['no_detection_ratio']:.2f}; by CPU {result['no_detection_cpu_ratio']:.2f})\n"
+            f"  peak RSS        {result['peak_rss_mb']:>10.1f} MB summed, "
+            f"{result['peak_pss_mb']:.1f} MB PSS (goal <= 200)\n"
             f"  uplink          {result['bytes_uplink']:>10,} of {result['bytes_metered']:,} "
             f"bytes metered = {100 * result['uplink_ratio']:.3f}% (goal <= 1%)"
         )
