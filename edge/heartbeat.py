@@ -110,7 +110,7 @@ class HealthProbe:
             outbox_depth=self.outbox.depth(),
             outbox_bytes=self.outbox.size_bytes(),
             agent_version=__version__,
-            config_hash=self.config_hash[:16],
+            config_hash=self.config_hash,
             intel_age_s=intel_age,
         )
 

@@ -47,7 +47,7 @@ def test_probe_reports_counters_and_excludes_itself_from_depth(tmp_path: Path) -
         assert (hb.packets_seen, hb.packets_dropped) == (1234, 5)
         assert hb.outbox_depth == 0 and hb.outbox_bytes == 0  # this one excluded
         assert hb.temp_c == 48.0 and hb.intel_age_s == 60.0
-        assert hb.agent_version == __version__ and hb.config_hash == "ab" * 8
+        assert hb.agent_version == __version__ and hb.config_hash == "ab" * 32
         assert 0 < hb.mem_used_pct <= 100 and 0 < hb.disk_used_pct <= 100
         second = probe.heartbeat(seq + 1)
         assert second.outbox_depth == 1 and second.outbox_bytes == box.size_bytes()
