@@ -80,45 +80,70 @@ def _time_or_null(t: float | None) -> bytes:
     return NULL if t is None else _tsf.pack(8, round((t - PG_EPOCH) * 1_000_000))
 
 
-def encode_flows(tenant: str, gateway: str, flows: Iterable[FlowSummary]) -> bytes:
-    """Binary COPY tuples (no header or trailer) of FLOW_COLUMNS for one flow batch.
+class FlowEncoder:
+    """Encodes flow batches, remembering encoded values across batches.
 
-    Raises RowError when a value is valid for the protocol but not for the database (an
-    address string that is no IP address, a NUL in a name); the caller quarantines the
-    whole message then, so a batch is stored entirely or not at all.
+    Devices, remote ends and names repeat within a batch and between batches of a gateway,
+    so each distinct value is encoded once. The caches are cleared when they reach
+    ``max_entries`` (a few tens of MB at most), which bounds memory on a busy ingester.
     """
-    # Devices, remote ends and names repeat within a batch: encode each distinct one once.
-    head = text(tenant) + text(gateway)
-    locals_: dict[tuple[str, str], bytes] = {}
-    remotes: dict[str, bytes] = {}
-    names: dict[tuple[str, str, str], bytes] = {}
-    parts: list[bytes] = []
-    add = parts.append
-    pack, pack_head = _fixed.pack, _fixed_head.pack
-    epoch = PG_EPOCH
-    for f in flows:
-        fs, ls = f.first_seen, f.last_seen
-        if fs is not None and ls is not None:
-            add(pack(_FIELDS, 8, round((f.ts - epoch) * 1e6), 4, f.remote_port, 2, f.proto,
-                     8, f.pkts_out, 8, f.pkts_in, 8, f.bytes_out, 8, f.bytes_in, 8, f.conns,
-                     8, round((fs - epoch) * 1e6), 8, round((ls - epoch) * 1e6)))  # fmt: skip
-        else:
-            head_fields = pack_head(_FIELDS, 8, round((f.ts - epoch) * 1e6), 4, f.remote_port,
-                                    2, f.proto, 8, f.pkts_out, 8, f.pkts_in, 8, f.bytes_out,
-                                    8, f.bytes_in, 8, f.conns)  # fmt: skip
-            add(head_fields + _time_or_null(fs) + _time_or_null(ls))
-        key = (f.mac, f.local_ip)
-        b = locals_.get(key)
-        if b is None:
-            b = locals_[key] = head + macaddr(f.mac) + inet(f.local_ip)
-        add(b)
-        b = remotes.get(f.remote_ip)
-        if b is None:
-            b = remotes[f.remote_ip] = inet(f.remote_ip)
-        add(b)
-        names_key = (f.dir, f.app, f.sni)
-        b = names.get(names_key)
-        if b is None:
-            b = names[names_key] = text(f.dir) + text(f.app) + text(f.sni)
-        add(b)
-    return b"".join(parts)
+
+    def __init__(self, *, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._heads: dict[tuple[str, str], bytes] = {}
+        self._locals: dict[tuple[bytes, str, str], bytes] = {}
+        self._remotes: dict[str, bytes] = {}
+        self._names: dict[tuple[str, str, str], bytes] = {}
+
+    def _trim(self) -> None:
+        for cache in (self._heads, self._locals, self._remotes, self._names):
+            if len(cache) >= self.max_entries:
+                cache.clear()
+
+    def encode(self, tenant: str, gateway: str, flows: Iterable[FlowSummary]) -> bytes:
+        """Binary COPY tuples (no header or trailer) of FLOW_COLUMNS for one flow batch.
+
+        Raises RowError when a value is valid for the protocol but not for the database (an
+        address string that is no IP address, a NUL in a name); the caller quarantines the
+        whole message then, so a batch is stored entirely or not at all.
+        """
+        self._trim()
+        head = self._heads.get((tenant, gateway))
+        if head is None:
+            head = self._heads[(tenant, gateway)] = text(tenant) + text(gateway)
+        locals_, remotes, names = self._locals, self._remotes, self._names
+        parts: list[bytes] = []
+        add = parts.append
+        pack, pack_head = _fixed.pack, _fixed_head.pack
+        epoch = PG_EPOCH
+        for f in flows:
+            fs, ls = f.first_seen, f.last_seen
+            if fs is not None and ls is not None:
+                add(pack(_FIELDS, 8, round((f.ts - epoch) * 1e6), 4, f.remote_port, 2, f.proto,
+                         8, f.pkts_out, 8, f.pkts_in, 8, f.bytes_out, 8, f.bytes_in, 8, f.conns,
+                         8, round((fs - epoch) * 1e6), 8, round((ls - epoch) * 1e6)))  # fmt: skip
+            else:
+                head_fields = pack_head(_FIELDS, 8, round((f.ts - epoch) * 1e6), 4,
+                                        f.remote_port, 2, f.proto, 8, f.pkts_out, 8, f.pkts_in,
+                                        8, f.bytes_out, 8, f.bytes_in, 8, f.conns)  # fmt: skip
+                add(head_fields + _time_or_null(fs) + _time_or_null(ls))
+            key = (head, f.mac, f.local_ip)
+            b = locals_.get(key)
+            if b is None:
+                b = locals_[key] = head + macaddr(f.mac) + inet(f.local_ip)
+            add(b)
+            b = remotes.get(f.remote_ip)
+            if b is None:
+                b = remotes[f.remote_ip] = inet(f.remote_ip)
+            add(b)
+            names_key = (f.dir, f.app, f.sni)
+            b = names.get(names_key)
+            if b is None:
+                b = names[names_key] = text(f.dir) + text(f.app) + text(f.sni)
+            add(b)
+        return b"".join(parts)
+
+
+def encode_flows(tenant: str, gateway: str, flows: Iterable[FlowSummary]) -> bytes:
+    """Binary COPY tuples of one flow batch, with fresh caches (see :class:`FlowEncoder`)."""
+    return FlowEncoder().encode(tenant, gateway, flows)

@@ -163,9 +163,13 @@ class Ingester:
         paho = client._client
         async for message in client.messages:
             payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = b"" if payload is None else str(payload).encode()
-            item = self.classify(str(message.topic), bytes(payload))
+            if not isinstance(payload, bytes):  # paho delivers bytes; be safe anyway
+                payload = (
+                    str(payload or "").encode()
+                    if not isinstance(payload, bytearray)
+                    else bytes(payload)
+                )
+            item = self.classify(message.topic.value, payload)
             await self._queue.put(item)
             self.metrics.queue_depth.set(self._queue.qsize())
             if message.qos > 0:

@@ -29,6 +29,8 @@ from mimamori.protocol import (
 from psycopg.types.json import Jsonb
 
 _json = msgspec.json.Encoder()
+#: One encoder per process: its caches carry over between a gateway's batches.
+_flow_encoder = _pgcopy.FlowEncoder()
 
 
 @dataclass(slots=True)
@@ -174,7 +176,7 @@ def prepare(message: UpMessage, tenant: str) -> Prepared:
     )
     gw = message.gateway
     if isinstance(message, FlowBatch):
-        p.copy = _pgcopy.encode_flows(tenant, gw, message.flows)
+        p.copy = _flow_encoder.encode(tenant, gw, message.flows)
         p.rows = len(message.flows)
     elif isinstance(message, Heartbeat):
         h = message

@@ -51,16 +51,20 @@ PORTS = (443, 443, 443, 80, 53, 123, 8443, 993, 587)
 
 
 def make_rows(first_id: int, n: int, *, now: float) -> list[FlowSummary]:
-    """``n`` flow summaries with unique ids ``first_id ..`` in ``pkts_out`` (deterministic)."""
+    """``n`` flow summaries with unique ids ``first_id ..`` in ``pkts_out`` (deterministic).
+
+    Like a gateway's batches, the rows of one call share their interval start ``ts``; calls
+    for successive id ranges cycle through the intervals of the hour before ``now``.
+    """
     rnd = random.Random(first_id)
+    interval = now - 3600 + 60 * ((first_id // max(n, 1)) % 60)
     rows = []
     for i in range(first_id, first_id + n):
         dev = rnd.randrange(DEVICES)
         remote = rnd.randrange(REMOTES)
-        t = now - 60 * rnd.randrange(30)
         rows.append(
             FlowSummary(
-                ts=t, mac=f"02:00:00:00:{dev // 256:02x}:{dev % 256:02x}",
+                ts=interval, mac=f"02:00:00:00:{dev // 256:02x}:{dev % 256:02x}",
                 local_ip=f"192.168.10.{dev + 10}",
                 remote_ip=f"{198 + remote % 3}.{remote % 251}.{remote // 251}.{remote % 97 + 1}",
                 remote_port=PORTS[remote % len(PORTS)], proto=17 if remote % 7 == 0 else 6,
@@ -68,7 +72,7 @@ def make_rows(first_id: int, n: int, *, now: float) -> list[FlowSummary]:
                 sni=f"svc{remote % 300}.example.com" if remote % 2 else "",
                 pkts_out=i, pkts_in=rnd.randrange(1, 5000), bytes_out=rnd.randrange(60, 10**6),
                 bytes_in=rnd.randrange(60, 10**7), conns=rnd.randrange(1, 20),
-                first_seen=t + rnd.random() * 30, last_seen=t + 30 + rnd.random() * 29,
+                first_seen=interval + rnd.random() * 30, last_seen=interval + 30 + rnd.random() * 29,
             )
         )  # fmt: skip
     return rows
@@ -172,17 +176,23 @@ def _count(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _raw(dsn: str, rows: int, now: float) -> float:
-    """Seconds to COPY ``rows`` prepared rows into flows (then emptied again)."""
+def _raw(dsn: str, rows: int, now: float, per_message: int) -> tuple[float, float]:
+    """Wall and database CPU seconds to COPY ``rows`` prepared rows into flows in one
+    transaction (the table is emptied again afterwards)."""
+    import psutil
     import psycopg
     from mimamori.cloud import _pgcopy
 
+    encoder = _pgcopy.FlowEncoder()
     chunks = [
-        _pgcopy.encode_flows(TENANT, GATEWAY, make_rows(start, min(1000, rows - start), now=now))
-        for start in range(0, rows, 1000)
+        encoder.encode(TENANT, GATEWAY, make_rows(start, min(per_message, rows - start), now=now))
+        for start in range(0, rows, per_message)
     ]
     sql = f"COPY flows ({', '.join(_pgcopy.FLOW_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
     with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        backend = psutil.Process(int(row[0])) if row else None
+        cpu0 = sum(backend.cpu_times()[:2]) if backend else 0.0
         t0 = time.perf_counter()
         with conn.cursor() as cur, cur.copy(sql) as copy:
             copy.write(_pgcopy.HEADER)
@@ -191,11 +201,12 @@ def _raw(dsn: str, rows: int, now: float) -> float:
             copy.write(_pgcopy.TRAILER)
         conn.commit()
         elapsed = time.perf_counter() - t0
+        cpu = sum(backend.cpu_times()[:2]) - cpu0 if backend else float("nan")
         conn.execute("TRUNCATE flows")
         if conn.execute("SELECT to_regclass('flow_invalidations')").fetchone() != (None,):
             conn.execute("TRUNCATE flow_invalidations")
         conn.commit()
-    return elapsed
+    return elapsed, cpu
 
 
 def _start_ingesters(n: int, *, dsn: str, port: int, workdir: Path, batch_rows: int) -> list[Any]:
@@ -219,6 +230,26 @@ def _start_ingesters(n: int, *, dsn: str, port: int, workdir: Path, batch_rows: 
     return procs
 
 
+def _tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by processes ``pids`` and their children."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+    return total
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -240,7 +271,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result_storage = migrate(pg.dsn, storage=args.storage).storage
         with psycopg.connect(pg.dsn) as conn:
             registry.add_gateway(conn, tenant=TENANT, gateway=GATEWAY)
-        raw_s = _raw(pg.dsn, args.rows, now)
+        db_pids = [pg.proc.pid] if pg.proc else []
+        raw_s, raw_db_cpu = _raw(pg.dsn, args.rows, now, args.rows_per_message)
         procs = _start_ingesters(args.ingesters, dsn=pg.dsn, port=broker.port, workdir=workdir,
                                  batch_rows=args.batch_rows)  # fmt: skip
         try:
@@ -252,12 +284,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bar.refresh()
 
             seq0 = time_floor()
+            roles = {"ingesters": [p.pid for p in procs], "database": db_pids,
+                     "broker": [broker.proc.pid] if broker.proc else []}  # fmt: skip
+            cpu0 = {role: _tree_cpu(pids) for role, pids in roles.items()}
             sent, acked = _publish(
                 PublishPlan(port=broker.port, first_id=0, rows=args.rows,
                             per_message=args.rows_per_message, first_seq=seq0, rate=0, now=now,
                             timeout_s=args.timeout),
                 progress,
             )  # fmt: skip
+            cpu = {role: round(_tree_cpu(pids) - cpu0[role], 2) for role, pids in roles.items()}
             progress()
             bar.close()
             if len(acked) < len(sent):
@@ -304,6 +340,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lost": total - expected_ids,
         "duplicated": stored - distinct,
         "cpus": os.cpu_count(),
+        # CPU seconds per role, for figures that do not depend on what else the machine ran:
+        # the database's share of the raw COPY, and each role's share of the pipeline.
+        "raw_database_cpu_s": round(raw_db_cpu, 2),
+        "pipeline_cpu_s": cpu,
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -341,4 +382,9 @@ def main(argv: list[str]) -> int:
     print(f"latency at {result['latency_rate_rows_per_s']:,} rows/s: "
           f"p50 {result['latency_p50_s']} s, p99 {result['latency_p99_s']} s")  # fmt: skip
     print(f"lost {result['lost']}, duplicated {result['duplicated']}")
+    print(
+        f"CPU seconds: raw COPY database {result['raw_database_cpu_s']}; pipeline "
+        + ", ".join(f"{k} {v}" for k, v in result["pipeline_cpu_s"].items())
+    )
+    print(f"load average (1 min) at the end: {result['load_average_1m']}")
     return 0
