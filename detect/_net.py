@@ -64,16 +64,20 @@ def parse_networks(values: Iterable[str]) -> list[Network]:
     return [ipaddress.ip_network(v, strict=False) for v in values]
 
 
-def matches_any(ip: str, entries: Iterable[str]) -> bool:
-    """True if ``ip`` equals an address in ``entries`` or lies in one of its CIDRs."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    for entry in entries:
+class AddressSet:
+    """Addresses and CIDRs from a config list (``ignore_sources``), parsed once.
+
+    Entries that are neither are rejected at construction with ``ValueError``.
+    """
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+
+    def __contains__(self, ip: object) -> bool:
+        if not self.networks or not isinstance(ip, str):
+            return False
         try:
-            if addr in ipaddress.ip_network(entry, strict=False):
-                return True
-        except (ValueError, TypeError):
-            continue
-    return False
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr.version == n.version and addr in n for n in self.networks)

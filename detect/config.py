@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import ipaddress
 import tomllib
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -40,6 +41,7 @@ class EngineConfig(_Section):
 class ScanConfig(_Section):
     window_s: Seconds
     completed_weight: Fraction
+    min_failed_share: Fraction
     vertical_ports: PosInt
     horizontal_hosts: PosInt
     horizontal_hosts_inbound: PosInt
@@ -260,6 +262,21 @@ def load_config(override: dict[str, Any] | str | None = None) -> DetectConfig:
             raise ConfigError("detection override must be a table")
         data = _merge(data, override, "")
     try:
-        return msgspec.convert(data, type=DetectConfig)
+        cfg = msgspec.convert(data, type=DetectConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid detection setting: {exc}") from exc
+    _check_addresses(cfg)
+    return cfg
+
+
+def _check_addresses(cfg: DetectConfig) -> None:
+    """Address lists must hold addresses or CIDRs: say which entry is not one."""
+    for key, entries in (
+        ("scan.ignore_sources", cfg.scan.ignore_sources),
+        ("lateral_movement.ignore_sources", cfg.lateral_movement.ignore_sources),
+    ):
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {entry!r} is not an address or CIDR") from exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from mimamori.detect import _flowfacts as ff
 from mimamori.detect._base import Bounded, Rule, make_alert
-from mimamori.detect._net import HomeNet, matches_any
+from mimamori.detect._net import AddressSet, HomeNet
 from mimamori.detect.config import LateralConfig
 from mimamori.protocol import Alert, FlowRecord
 
@@ -21,6 +21,7 @@ class LateralMovementRule(Rule):
     def __init__(self, *, home: HomeNet, config: LateralConfig, max_tracked: int) -> None:
         super().__init__(home=home)
         self.cfg = config
+        self.ignored = AddressSet(config.ignore_sources)
         self.by_port = {p: svc for svc, ports in config.ports.items() for p in ports}
         self.sources: Bounded[str, dict[str, tuple[float, str]]] = Bounded(max_tracked, dict)
 
@@ -30,7 +31,7 @@ class LateralMovementRule(Rule):
         if not (self.home.is_local(rec.src_ip) and self.home.is_local(rec.dst_ip)):
             return []
         svc = self.cfg.apps.get(rec.app) or self.by_port.get(rec.dst_port, "")
-        if not svc or matches_any(rec.src_ip, self.cfg.ignore_sources):
+        if not svc or rec.src_ip in self.ignored:
             return []
         targets = self.sources.get(rec.src_ip)
         if rec.dst_ip in targets or len(targets) < 4 * self.cfg.min_targets:

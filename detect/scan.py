@@ -3,31 +3,53 @@
 Every TCP/UDP flow a source opens is a probe of (host, port), weighted 1 if it failed
 (no answer, refused, half-open) and ``completed_weight`` if it became a conversation.
 Per source, within ``window_s``: the weighted number of distinct ports on one host
-(vertical) and of distinct hosts (horizontal, any port) are compared with thresholds;
-hosts pinged (ICMP) and addresses asked for over ARP are counted the same way.
+(vertical) and of distinct hosts on one side, LAN or internet (horizontal), are compared
+with thresholds, of which at least ``min_failed_share`` must be failed probes (completed
+connections only top up: a busy client is not a scanner). Hosts pinged (ICMP) and
+addresses asked for over ARP are counted the same way.
+
+Counts are kept incrementally (weights in integer thousandths) and expired through a
+per-source queue, so each probe costs O(1) amortised however large the sweep.
 """
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from mimamori.detect import _flowfacts as ff
 from mimamori.detect._base import Bounded, Rule, make_alert
-from mimamori.detect._net import HomeNet, matches_any
+from mimamori.detect._net import AddressSet, HomeNet
 from mimamori.detect.config import ScanConfig
 from mimamori.protocol import Alert, ArpEvent, FlowRecord
 
 _SAMPLE = 20  # ports/hosts listed in an alert's evidence
-_PER_SOURCE_LIMIT = 4096  # probes remembered per source: a full /20 sweep
+_PER_SOURCE_LIMIT = 4096  # (host, port) pairs remembered per source: a full /20 sweep
+_UNIT = 1000  # weights are counted in thousandths, exactly
+_FAILED = _UNIT
+
+
+@dataclass
+class _Host:
+    side: str
+    ports: dict[int, list[float]] = field(default_factory=dict)  # port -> [last, weight]
+    weight: int = 0  # the heaviest of its ports
+    vsum: int = 0  # sum of its ports' weights (vertical)
+    vfailed: int = 0
+    answered: bool = False
 
 
 @dataclass
 class _Source:
-    # (dst, port) -> (last time, weight); dst -> (last time, weight); icmp dst -> time
-    ports: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
-    hosts: dict[str, tuple[float, float, bool]] = field(default_factory=dict)
+    hosts: dict[str, _Host] = field(default_factory=dict)
+    order: deque[tuple[float, str, int]] = field(default_factory=deque)
+    pairs: int = 0
+    side_sum: Counter[str] = field(default_factory=Counter)
+    side_failed: Counter[str] = field(default_factory=Counter)
+    side_answered: Counter[str] = field(default_factory=Counter)
     pings: dict[str, float] = field(default_factory=dict)
+    ping_order: deque[tuple[float, str]] = field(default_factory=deque)
+    alerted: dict[str, tuple[float, str]] = field(default_factory=dict)
     mac: str = ""
     first: float = 0.0
 
@@ -35,14 +57,9 @@ class _Source:
 @dataclass
 class _ArpSource:
     targets: dict[str, float] = field(default_factory=dict)
+    order: deque[tuple[float, str]] = field(default_factory=deque)
+    alerted: float = float("-inf")
     mac: str = ""
-
-
-def _expire(d: dict[Any, Any], horizon: float, key: int | None = 0) -> None:
-    """Drop entries last seen before ``horizon`` (value[key], or the value itself)."""
-    stale = [k for k, v in d.items() if (v if key is None else v[key]) < horizon]
-    for k in stale:
-        del d[k]
 
 
 class ScanRule(Rule):
@@ -51,8 +68,77 @@ class ScanRule(Rule):
     def __init__(self, *, home: HomeNet, config: ScanConfig, max_tracked: int) -> None:
         super().__init__(home=home)
         self.cfg = config
+        self.ignored = AddressSet(config.ignore_sources)
         self.sources: Bounded[str, _Source] = Bounded(max_tracked, _Source)
         self.arp: Bounded[str, _ArpSource] = Bounded(max_tracked, _ArpSource)
+        self._completed = round(config.completed_weight * _UNIT)
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    def _add(self, src: _Source, rec: FlowRecord, weight: int, answered: bool) -> None:
+        host = src.hosts.get(rec.dst_ip)
+        if host is None:
+            if src.pairs >= _PER_SOURCE_LIMIT:
+                return
+            host = src.hosts[rec.dst_ip] = _Host(side=self.home.kind(rec.dst_ip))
+        entry = host.ports.get(rec.dst_port)
+        if entry is None:
+            if src.pairs >= _PER_SOURCE_LIMIT:
+                return
+            src.pairs += 1
+            entry = host.ports[rec.dst_port] = [rec.last_seen, 0]
+        old = int(entry[1])
+        new = max(old, weight)
+        entry[0], entry[1] = max(entry[0], rec.last_seen), new
+        host.vsum += new - old
+        host.vfailed += int(new >= _FAILED) - int(old >= _FAILED)
+        if new > host.weight:
+            src.side_sum[host.side] += new - host.weight
+            src.side_failed[host.side] += int(new >= _FAILED) - int(host.weight >= _FAILED)
+            host.weight = new
+        if answered and not host.answered:
+            host.answered = True
+            src.side_answered[host.side] += 1
+        src.order.append((entry[0], rec.dst_ip, rec.dst_port))
+
+    def _expire(self, src: _Source, horizon: float) -> None:
+        while src.order and src.order[0][0] < horizon:
+            t, dst, port = src.order.popleft()
+            host = src.hosts.get(dst)
+            entry = host.ports.get(port) if host else None
+            if host is None or entry is None or entry[0] != t:
+                continue  # refreshed since: a later queue item covers it
+            weight = int(entry[1])
+            del host.ports[port]
+            src.pairs -= 1
+            host.vsum -= weight
+            host.vfailed -= int(weight >= _FAILED)
+            heaviest = max((int(e[1]) for e in host.ports.values()), default=0)
+            if heaviest != host.weight:
+                src.side_sum[host.side] += heaviest - host.weight
+                src.side_failed[host.side] += int(heaviest >= _FAILED) - int(host.weight >= _FAILED)
+                host.weight = heaviest
+            if not host.ports:
+                if host.answered:
+                    src.side_answered[host.side] -= 1
+                del src.hosts[dst]
+        while src.ping_order and src.ping_order[0][0] < horizon:
+            t, dst = src.ping_order.popleft()
+            if src.pings.get(dst) == t:
+                del src.pings[dst]
+
+    def _due(self, src: _Source, key: str, severity: str, now: float) -> bool:
+        """Report ``key`` again only after a window, or if it got more severe."""
+        last = src.alerted.get(key)
+        order = ("info", "low", "medium", "high", "critical")
+        if (
+            last
+            and now - last[0] < self.cfg.window_s
+            and order.index(severity) <= order.index(last[1])
+        ):
+            return False
+        src.alerted[key] = (now, severity)
+        return True
 
     # --- flows ------------------------------------------------------------------------
 
@@ -64,145 +150,146 @@ class ScanRule(Rule):
             return "inbound"
         return ""
 
+    def _severity(self, direction: str, answered: bool) -> str:
+        if direction == "inbound":
+            return self.cfg.severity_inbound_answered if answered else self.cfg.severity_inbound
+        return self.cfg.severity_outbound if direction == "outbound" else self.cfg.severity_lan
+
+    def _enough(self, weighted: int, failed: int, threshold: int) -> bool:
+        return weighted >= threshold * _UNIT and failed >= self.cfg.min_failed_share * threshold
+
     def on_flow(self, rec: FlowRecord, now: float) -> list[Alert]:
         direction = self._direction(rec.src_ip, rec.dst_ip)
-        if not direction or matches_any(rec.src_ip, self.cfg.ignore_sources):
+        if not direction or rec.src_ip in self.ignored:
             return []
         src = self.sources.get(rec.src_ip)
         if not src.first:
             src.first = rec.first_seen
         if direction != "inbound" and rec.src_mac:
             src.mac = rec.src_mac
+        self._expire(src, now - self.cfg.window_s)
         if rec.proto in (ff.ICMP, ff.ICMPV6):
-            if len(src.pings) < _PER_SOURCE_LIMIT:
+            if rec.dst_ip in src.pings or len(src.pings) < _PER_SOURCE_LIMIT:
                 src.pings[rec.dst_ip] = rec.last_seen
+                src.ping_order.append((rec.last_seen, rec.dst_ip))
             return self._check_icmp(rec.src_ip, src, direction, now)
         if rec.proto not in (ff.TCP, ff.UDP) or ff.looks_reversed(rec):
             return []
-        weight = 1.0 if ff.failed(rec) else self.cfg.completed_weight
-        key = (rec.dst_ip, rec.dst_port)
-        old = src.ports.get(key)
-        if old is not None or len(src.ports) < _PER_SOURCE_LIMIT:
-            src.ports[key] = (rec.last_seen, max(weight, old[1] if old else 0.0))
-        host = src.hosts.get(rec.dst_ip)
-        if host is not None or len(src.hosts) < _PER_SOURCE_LIMIT:
-            answered = ff.completed(rec) or (host is not None and host[2])
-            src.hosts[rec.dst_ip] = (
-                rec.last_seen,
-                max(weight, host[1] if host else 0.0),
-                answered,
-            )
-        return self._check_tcp_udp(rec, src, direction, now)
-
-    def _severity(self, direction: str, answered: bool) -> str:
-        if direction == "inbound":
-            return self.cfg.severity_inbound_answered if answered else self.cfg.severity_inbound
-        return self.cfg.severity_outbound if direction == "outbound" else self.cfg.severity_lan
-
-    def _check_tcp_udp(
-        self, rec: FlowRecord, src: _Source, direction: str, now: float
-    ) -> list[Alert]:
-        horizon = now - self.cfg.window_s
-        _expire(src.ports, horizon)
-        _expire(src.hosts, horizon)
+        failed = ff.failed(rec)
+        self._add(src, rec, _FAILED if failed else self._completed, not failed)
         out: list[Alert] = []
-        on_host = {p: w for (d, p), (_, w) in src.ports.items() if d == rec.dst_ip}
-        vertical = round(sum(on_host.values()), 6)  # 50 x 0.1 must be 5
-        if vertical >= self.cfg.vertical_ports:
-            failed = sum(1 for w in on_host.values() if w >= 1.0)
-            answered = failed < len(on_host)
-            ports = sorted(on_host)
-            out.append(
-                make_alert(
-                    rule="scan.vertical",
-                    category="scan",
-                    severity=self._severity(direction, answered),
-                    at=now,
-                    actor=rec.src_ip,
-                    target=rec.dst_ip,
-                    dedup_key=f"scan:{rec.src_ip}:vertical:{rec.dst_ip}",
-                    summary_en=(
-                        f"{rec.src_ip} probed {len(ports)} ports on {rec.dst_ip} "
-                        f"({failed} unanswered or refused) within {self.cfg.window_s:.0f} s"
-                    ),
-                    summary_ja=(
-                        f"{rec.src_ip} が {rec.dst_ip} の {len(ports)} 個のポートを"
-                        f"{self.cfg.window_s:.0f} 秒以内に調べました(応答なし・拒否 {failed} 件)"
-                    ),
-                    evidence={
-                        "direction": direction,
-                        "ports": len(ports),
-                        "failed": failed,
-                        "weighted": round(vertical, 2),
-                        "sample_ports": ports[:_SAMPLE],
-                        "first_seen": src.first,
-                        "last_seen": rec.last_seen,
-                    },
-                    mac=src.mac,
-                )
-            )
+        host = src.hosts.get(rec.dst_ip)
+        if host and self._enough(host.vsum, host.vfailed, self.cfg.vertical_ports):
+            out += self._vertical(rec, src, host, direction, now)
+        side = self.home.kind(rec.dst_ip)
         threshold = (
             self.cfg.horizontal_hosts_inbound
             if direction == "inbound"
             else self.cfg.horizontal_hosts
         )
-        # Only hosts on the same side as this probe's target: a LAN host's internet
-        # browsing does not add to its LAN sweep.
-        same_side = {
-            d: v for d, v in src.hosts.items() if self.home.kind(d) == self.home.kind(rec.dst_ip)
-        }
-        horizontal = round(sum(w for _, w, _ in same_side.values()), 6)
-        if horizontal >= threshold:
-            failed = sum(1 for _, w, _ in same_side.values() if w >= 1.0)
-            answered = any(a for _, _, a in same_side.values())
-            ports = sorted({p for (d, p) in src.ports if d in same_side})
-            hosts = sorted(same_side)
-            where = "the internet" if self.home.kind(rec.dst_ip) == "remote" else "the LAN"
-            where_ja = "インターネット" if where == "the internet" else "LAN"
-            out.append(
-                make_alert(
-                    rule="scan.horizontal",
-                    category="scan",
-                    severity=self._severity(direction, answered),
-                    at=now,
-                    actor=rec.src_ip,
-                    target=f"{len(hosts)} hosts",
-                    dedup_key=f"scan:{rec.src_ip}:horizontal:{direction}",
-                    summary_en=(
-                        f"{rec.src_ip} probed {len(hosts)} hosts on {where} "
-                        f"({failed} unanswered or refused) on ports "
-                        f"{','.join(map(str, ports[:8]))} within {self.cfg.window_s:.0f} s"
-                    ),
-                    summary_ja=(
-                        f"{rec.src_ip} が{where_ja}上の {len(hosts)} 台のホストを"
-                        f"{self.cfg.window_s:.0f} 秒以内に調べました"
-                        f"(ポート {','.join(map(str, ports[:8]))}、応答なし・拒否 {failed} 件)"
-                    ),
-                    evidence={
-                        "direction": direction,
-                        "hosts": len(hosts),
-                        "failed": failed,
-                        "weighted": round(horizontal, 2),
-                        "sample_hosts": hosts[:_SAMPLE],
-                        "ports": ports[:_SAMPLE],
-                        "first_seen": src.first,
-                        "last_seen": rec.last_seen,
-                    },
-                    mac=src.mac,
-                )
-            )
+        if self._enough(src.side_sum[side], src.side_failed[side], threshold):
+            out += self._horizontal(rec, src, side, direction, now)
         return out
 
+    def _vertical(
+        self, rec: FlowRecord, src: _Source, host: _Host, direction: str, now: float
+    ) -> list[Alert]:
+        answered = host.vfailed < len(host.ports)
+        severity = self._severity(direction, answered)
+        if not self._due(src, f"v:{rec.dst_ip}", severity, now):
+            return []
+        ports = sorted(host.ports)
+        return [
+            make_alert(
+                rule="scan.vertical",
+                category="scan",
+                severity=severity,
+                at=now,
+                actor=rec.src_ip,
+                target=rec.dst_ip,
+                dedup_key=f"scan:{rec.src_ip}:vertical:{rec.dst_ip}",
+                summary_en=(
+                    f"{rec.src_ip} probed {len(ports)} ports on {rec.dst_ip} "
+                    f"({host.vfailed} unanswered or refused) within {self.cfg.window_s:.0f} s"
+                ),
+                summary_ja=(
+                    f"{rec.src_ip} が {rec.dst_ip} の {len(ports)} 個のポートを"
+                    f"{self.cfg.window_s:.0f} 秒以内に調べました"
+                    f"(応答なし・拒否 {host.vfailed} 件)"
+                ),
+                evidence={
+                    "direction": direction,
+                    "ports": len(ports),
+                    "failed": host.vfailed,
+                    "weighted": host.vsum / _UNIT,
+                    "sample_ports": ports[:_SAMPLE],
+                    "first_seen": src.first,
+                    "last_seen": rec.last_seen,
+                },
+                mac=src.mac,
+            )
+        ]
+
+    def _horizontal(
+        self, rec: FlowRecord, src: _Source, side: str, direction: str, now: float
+    ) -> list[Alert]:
+        answered = src.side_answered[side] > 0
+        severity = self._severity(direction, answered)
+        if not self._due(src, f"h:{side}", severity, now):
+            return []
+        hosts = sorted(d for d, h in src.hosts.items() if h.side == side)
+        by_port = Counter(p for d in hosts for p in src.hosts[d].ports)
+        ports = [p for p, _ in by_port.most_common(8)]
+        failed = src.side_failed[side]
+        where, where_ja = (
+            ("the internet", "インターネット") if side == "remote" else ("the LAN", "LAN")
+        )
+        port_list = ",".join(map(str, ports))
+        return [
+            make_alert(
+                rule="scan.horizontal",
+                category="scan",
+                severity=severity,
+                at=now,
+                actor=rec.src_ip,
+                target=f"{len(hosts)} hosts",
+                dedup_key=f"scan:{rec.src_ip}:horizontal:{direction}",
+                summary_en=(
+                    f"{rec.src_ip} probed {len(hosts)} hosts on {where} "
+                    f"({failed} unanswered or refused), mostly on ports {port_list}, "
+                    f"within {self.cfg.window_s:.0f} s"
+                ),
+                summary_ja=(
+                    f"{rec.src_ip} が{where_ja}上の {len(hosts)} 台のホストを"
+                    f"{self.cfg.window_s:.0f} 秒以内に調べました"
+                    f"(主なポート {port_list}、応答なし・拒否 {failed} 件)"
+                ),
+                evidence={
+                    "direction": direction,
+                    "hosts": len(hosts),
+                    "failed": failed,
+                    "weighted": src.side_sum[side] / _UNIT,
+                    "sample_hosts": hosts[:_SAMPLE],
+                    "top_ports": ports,
+                    "first_seen": src.first,
+                    "last_seen": rec.last_seen,
+                },
+                mac=src.mac,
+            )
+        ]
+
     def _check_icmp(self, ip: str, src: _Source, direction: str, now: float) -> list[Alert]:
-        _expire(src.pings, now - self.cfg.window_s, key=None)
         if len(src.pings) < self.cfg.icmp_hosts:
+            return []
+        severity = self._severity(direction, False)
+        if not self._due(src, "icmp", severity, now):
             return []
         hosts = sorted(src.pings)
         return [
             make_alert(
                 rule="scan.icmp",
                 category="scan",
-                severity=self._severity(direction, False),
+                severity=severity,
                 at=now,
                 actor=ip,
                 target=f"{len(hosts)} hosts",
@@ -222,15 +309,21 @@ class ScanRule(Rule):
     def on_arp(self, event: ArpEvent, now: float) -> list[Alert]:
         if event.op != "request" or event.src_ip in ("0.0.0.0", event.target_ip):
             return []  # probes (RFC 5227) and gratuitous announcements are not sweeps
-        if matches_any(event.src_ip, self.cfg.ignore_sources):
+        if event.src_ip in self.ignored:
             return []
         src = self.arp.get(event.src_ip)
         src.mac = event.src_mac
-        if len(src.targets) < _PER_SOURCE_LIMIT:
+        if event.target_ip in src.targets or len(src.targets) < _PER_SOURCE_LIMIT:
             src.targets[event.target_ip] = event.ts
-        _expire(src.targets, now - self.cfg.arp_window_s, key=None)
-        if len(src.targets) < self.cfg.arp_targets:
+            src.order.append((event.ts, event.target_ip))
+        horizon = now - self.cfg.arp_window_s
+        while src.order and src.order[0][0] < horizon:
+            t, target = src.order.popleft()
+            if src.targets.get(target) == t:
+                del src.targets[target]
+        if len(src.targets) < self.cfg.arp_targets or now - src.alerted < self.cfg.arp_window_s:
             return []
+        src.alerted = now
         targets = sorted(src.targets)
         return [
             make_alert(
@@ -257,13 +350,11 @@ class ScanRule(Rule):
     def tick(self, now: float) -> list[Alert]:
         horizon = now - self.cfg.window_s
         for ip, src in self.sources.items():
-            _expire(src.ports, horizon)
-            _expire(src.hosts, horizon)
-            _expire(src.pings, horizon, key=None)
-            if not (src.ports or src.pings):
+            self._expire(src, horizon)
+            if not (src.hosts or src.pings):
                 self.sources.pop(ip)
+        arp_horizon = now - self.cfg.arp_window_s
         for ip, arp in self.arp.items():
-            _expire(arp.targets, now - self.cfg.arp_window_s, key=None)
-            if not arp.targets:
+            if not arp.order or arp.order[-1][0] < arp_horizon:
                 self.arp.pop(ip)
         return []

@@ -62,6 +62,7 @@ def test_overrides(override: object, check: object) -> None:
         ({"beacon": {"severity": "urgent"}}, "severity"),
         ({"scan": {"window_s": "five minutes"}}, "window_s"),
         ("[scan\nx=1", "not valid TOML"),
+        ({"scan": {"ignore_sources": ["10.0.0.0/8", "scanner.local"]}}, "scanner.local"),
     ],
 )
 def test_invalid_overrides_name_the_key(override: object, message: str) -> None:

@@ -102,6 +102,18 @@ def test_horizontal_scan(src: str, dst_base: str, hosts: int, severity: str | No
     assert [a.severity for a in alerts][:1] == ([severity] if severity else [])
 
 
+def test_busy_client_is_not_a_scanner() -> None:
+    # 300 distinct sites in 5 minutes, all answered: weighted 30 >= 16, but no failed
+    # probes (min_failed_share 0.5 needs 8).
+    recs = [flow(dst_ip=f"198.51.{i // 200}.{i % 200 + 1}", first_seen=T0 + i, src_port=40000 + i)
+            for i in range(300)]  # fmt: skip
+    assert not [a for a in run(recs) if a.category == "scan"]
+    # Eight of them failing tips it over.
+    recs += [probe(dst_ip=f"198.51.9.{i + 1}", first_seen=T0 + 100 + i, src_port=30000 + i)
+             for i in range(8)]  # fmt: skip
+    assert [a.rule for a in run(recs) if a.category == "scan"] == ["scan.horizontal"]
+
+
 def test_inbound_scan_answered_is_medium() -> None:
     recs = [probe(src_ip="203.0.113.9", dst_ip=f"192.168.1.{i + 20}", first_seen=T0 + i)
             for i in range(4)]  # fmt: skip
