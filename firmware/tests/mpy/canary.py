@@ -2,8 +2,8 @@
 import socket
 from harness import Node, fact
 
-socket.busy_ports.append(502)  # something else holds 502: the node must say so
 node = Node()
+socket.busy_ports.append(502)  # something else holds 502: the node must say so
 node.supervisor.run(iterations=1)
 fact("listening", node.canary.listening())
 fact("failed_ports", node.canary.failed_ports)

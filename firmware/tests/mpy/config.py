@@ -16,17 +16,17 @@ for name, payload in DATA["updates"]:
     node.broker.inbox.append((node.reporter.topic_config, payload.encode()))
     before_hb = node.settings.heartbeat_s
     node.supervisor.run(iterations=1)
-    outcomes.append([name, node.verifier.last_reason or "accepted", node.settings.heartbeat_s,
+    outcomes.append([name, node.supervisor.verifier.last_reason or "accepted", node.settings.heartbeat_s,
                      node.settings.counter])
 fact("outcomes", outcomes)
-fact("accepted", node.verifier.accepted)
-fact("rejected", node.verifier.rejected)
+fact("accepted", node.supervisor.verifier.accepted)
+fact("rejected", node.supervisor.verifier.rejected)
 with open("/flash/state.json") as f:
     fact("state", json.load(f))
 # An update on another node's topic is ignored (the ACL forbids it anyway).
 node.broker.inbox.append((b"site/sensors/other/config", DATA["updates"][0][1].encode()))
 node.supervisor.run(iterations=1)
-fact("after_foreign", node.verifier.accepted + node.verifier.rejected)
+fact("after_foreign", node.supervisor.verifier.accepted + node.supervisor.verifier.rejected)
 # The self-report after an accepted update states the new settings.
 fact("self_report_last", node.published("self_report")[-1])
 # A restarted node keeps the counter: the first update replayed is still refused.
@@ -36,4 +36,4 @@ node2.supervisor.verifier.state_path = "/flash/state2.json"
 node2.supervisor.run(iterations=1)
 node2.broker.inbox.append((node2.reporter.topic_config, DATA["updates"][0][1].encode()))
 node2.supervisor.run(iterations=1)
-fact("replay_after_restart", [node2.verifier.last_reason, node2.settings.heartbeat_s])
+fact("replay_after_restart", [node2.supervisor.verifier.last_reason, node2.settings.heartbeat_s])
