@@ -194,6 +194,9 @@ class Ingester:
             item.prepared = rows.prepare(message, parsed.tenant)
         except (ProtocolError, RowError) as exc:
             item.reject(exc.reason, str(exc)[:2000])
+        except Exception as exc:  # a bug of ours must not stop good traffic either
+            self.log.exception("cannot classify message", topic=topic[:200])
+            item.reject("internal_error", f"{type(exc).__name__}: {exc}"[:2000])
         return item
 
     # --- database side ---------------------------------------------------------------
@@ -281,7 +284,13 @@ class Ingester:
                 self.log.info("batch rolled back (deadlock or serialization), retrying",
                               error=str(exc))  # fmt: skip
                 continue
-            except psycopg.Error as exc:
+            except Exception as exc:
+                if not isinstance(exc, psycopg.Error):
+                    # A bug of ours on some message: find it, quarantine it, go on.
+                    self.log.exception("unexpected error writing a batch")
+                    if len(items) == 1 and items[0].prepared is None:
+                        return Outcome()  # its quarantine row fails too: give up on it
+                    return await self._commit_one_by_one(items)
                 # Connection lost, server restarting, schema missing...: keep the batch,
                 # reconnect later. Nothing was acknowledged.
                 await self._drop_connection()
@@ -318,10 +327,20 @@ class Ingester:
             return await batch_mod.write_batch(
                 conn, [item], quarantine_bytes=self.settings.quarantine_bytes
             )
-        except _DATA_ERRORS as exc:
-            item.reject("store_rejected", f"{type(exc).__name__}: {exc}"[:2000])
-        except psycopg.Error:
-            pass  # not this message's fault: let _commit retry it with backoff
+        except psycopg.Error as exc:
+            if not isinstance(exc, _DATA_ERRORS):
+                return await self._commit([item])  # not this message's fault: retry
+            reason = "store_rejected"
+            detail = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            reason = "internal_error"
+            detail = f"{type(exc).__name__}: {exc}"
+        if item.prepared is None:
+            # Even its quarantine row cannot be written: log it and let it go (unacked,
+            # so the gateway keeps it) rather than loop.
+            self.log.error("cannot quarantine message", topic=item.topic[:200], error=detail)
+            return Outcome()
+        item.reject(reason, detail[:2000])
         return await self._commit([item])
 
     def _account(self, outcome: Outcome, elapsed: float) -> None:
