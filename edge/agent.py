@@ -268,6 +268,10 @@ class Agent:
                     log.error("agent: capture stopped: %s", self.capture.live.error)
                     status = 1
                     break
+                if not publisher.is_alive():
+                    log.error("agent: the publisher thread ended; restarting the agent")
+                    status = 1
+                    break
         except Exception as exc:
             # A capture start failure (no rights, no interface: CaptureError) ends the
             # agent: systemd restarts it and the missing heartbeats alert the SOC.

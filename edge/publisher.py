@@ -126,6 +126,7 @@ class PublisherStats:
     commands: int = 0
     commands_ignored: int = 0
     bad_downstream: int = 0
+    loop_errors: int = 0
 
 
 class Publisher:
@@ -553,7 +554,7 @@ class _Loop:
 
     def step(self) -> None:
         for p in self.publishers:
-            p.tick()
+            self._guard(p, p.tick)
         self._sync()
         if not self.registered:
             time.sleep(self.poll)
@@ -561,9 +562,18 @@ class _Loop:
         for key, events in self.selector.select(self.poll):
             owner: Publisher = key.data
             if events & selectors.EVENT_READ:
-                owner.on_readable()
+                self._guard(owner, owner.on_readable)
             if events & selectors.EVENT_WRITE and owner.want_write():
-                owner.on_writable()
+                self._guard(owner, owner.on_writable)
+
+    @staticmethod
+    def _guard(p: Publisher, call: Callable[[], None]) -> None:
+        """Run one publisher's step; a bug there must not stop the others (or the agent)."""
+        try:
+            call()
+        except Exception:
+            p.stats.loop_errors += 1
+            p._log.exception("%s: publisher step failed; continuing", p.gateway)
 
     def _sync(self) -> None:
         """Make the selector's registrations match the publishers' current sockets."""

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mimamori.edge.errors import PublisherError
@@ -331,3 +332,26 @@ def test_tls_refuses_wrong_ca_or_password(
         wait_until(lambda: pub.stats.connect_failures >= 2, 10, "refused connections")
         assert not pub.connected
     assert outbox.depth() == 1  # the heartbeat is kept (and no online status was stored)
+
+
+def test_a_failing_step_does_not_stop_the_loop(
+    broker: Mosquitto, topic_prefix: str, outbox: Outbox, acker: Acker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A bug in one step (here: an unexpected error from the outbox) is logged and counted;
+    the loop, and delivery, carry on."""
+    real = outbox.pending
+    calls = {"n": 0}
+
+    def flaky(after_seq: int = -1, limit: int = 100) -> list[Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected fault")
+        return real(after_seq, limit)
+
+    monkeypatch.setattr(outbox, "pending", flaky)
+    seq = outbox.append(heartbeat())
+    pub = make_publisher(broker, topic_prefix, outbox)
+    with running(pub):
+        wait_until(lambda: outbox.get(seq) is None, 10, "delivery after the fault")
+    assert pub.stats.loop_errors == 1
