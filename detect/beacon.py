@@ -24,6 +24,7 @@ from mimamori.detect.stats import BeaconScore, beacon_score
 from mimamori.protocol import SEVERITIES, Alert, FlowRecord
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
+_PORT_MEMORY = 1024  # source ports remembered per pair (connection identity)
 
 
 @dataclass
@@ -34,6 +35,8 @@ class _Pair:
     dirty: bool = False
     port: int = 0
     mac: str = ""
+    sports: set[int] = field(default_factory=set)
+    sport_order: deque[int] = field(default_factory=lambda: deque(maxlen=_PORT_MEMORY))
     reported_at: float = float("-inf")
     reported: str = ""  # severity of the last report
 
@@ -101,6 +104,18 @@ class BeaconRule(Rule):
             return []
         self.dests.get(dest).devices[rec.src_ip] = now
         pair = self.pairs.get((rec.src_ip, dest))
+        if rec.proto == ff.TCP:
+            # A TCP record from a source port this pair already used is a piece of a
+            # connection that was open before (a keep-alive on a long-lived socket,
+            # re-metered after each idle expiry): the device kept talking, it did not
+            # call back. Operating systems cycle through ~28,000 ephemeral ports, so a
+            # new connection reusing one within the history is rare.
+            if rec.src_port in pair.sports:
+                return []
+            if len(pair.sport_order) == pair.sport_order.maxlen:
+                pair.sports.discard(pair.sport_order[0])
+            pair.sport_order.append(rec.src_port)
+            pair.sports.add(rec.src_port)
         pair.port, pair.mac = rec.dst_port, rec.src_mac or pair.mac
         size = float(rec.bytes_src2dst)
         if pair.starts and rec.first_seen - pair.starts[-1] < self.cfg.merge_s:

@@ -226,6 +226,15 @@ def test_active_timeout_pieces_are_not_callbacks() -> None:
     assert not [a for a in run(recs) if a.category == "beacon"]
 
 
+def test_keepalives_on_one_socket_are_not_callbacks() -> None:
+    # A push channel: one TCP connection, a keep-alive every 60 s, each re-metered after
+    # the idle timeout as a record without a SYN.
+    recs = [flow(first_seen=T0 + 60 * i, syn=0, synack=0, fin=0, expiry="idle",
+                 pkts_src2dst=1, pkts_dst2src=1, bytes_src2dst=66, bytes_dst2src=66)
+            for i in range(60)]  # fmt: skip
+    assert not [a for a in run(recs) if a.category == "beacon"]
+
+
 def test_quiet_device_beacon_is_low() -> None:
     times = [T0 + 2 * i for i in range(40)]
     alerts = run(_callbacks(times, src_mac="00:17:88:24:76:ff"))
