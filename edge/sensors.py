@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import ssl
@@ -164,12 +165,15 @@ def write_site_broker(
     port: int = 1883,
     tls: TlsFiles | None = None,
     tls_port: int = 8883,
+    owner: str | None = None,
 ) -> Path:
     """Write mosquitto.conf, passwd and acl into ``workdir``; return the config's path.
 
     ``bind`` is the LAN interface's address (never 0.0.0.0: the listener must not face the
     uplink). With ``tls`` the TLS listener is added; pass ``port=0`` to drop the plain one
-    when every sensor speaks TLS.
+    when every sensor speaks TLS. ``owner``: the system user the broker runs as (Mosquitto
+    started as root drops to ``mosquitto`` before reading these files); the password file
+    and the ACL are given to it, readable by nobody else.
     """
     creds = list(credentials)
     ids = [c.sensor_id for c in creds]
@@ -199,7 +203,16 @@ def write_site_broker(
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         passwd.unlink(missing_ok=True)  # never leave the plain-text file behind
         raise SensorError(f"mosquitto_passwd failed: {exc}") from exc
-    (workdir / "acl").write_text(acl_text(ids))
+    acl = workdir / "acl"
+    acl.write_text(acl_text(ids))
+    acl.chmod(0o600)
+    if owner is not None:
+        try:
+            entry = pwd.getpwnam(owner)
+            for path in (passwd, acl):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        except (KeyError, OSError) as exc:
+            raise SensorError(f"cannot give the broker's files to {owner!r}: {exc}") from exc
     conf = workdir / "mosquitto.conf"
     conf.write_text(listener_text(bind=bind, port=port, tls=tls, tls_port=tls_port,
                                   workdir=workdir))  # fmt: skip

@@ -31,10 +31,12 @@ BACKLOG = 2
 class Canary:
     """Listening sockets plus the event ring. ``open()``, then ``poll()`` from the loop."""
 
-    def __init__(self, *, ports: tuple, sockets: Any = socket, select_mod: Any = select) -> None:
+    def __init__(self, *, ports: tuple, sockets: Any = socket, select_mod: Any = select,
+                 bind: str = "0.0.0.0") -> None:
         # ``sockets``/``select_mod`` are the ``socket`` and ``select`` modules, injected so
-        # tests can run the canary on a fake network.
+        # tests can run the canary on a fake network; ``bind`` the address listened on.
         self.ports = ports
+        self.bind = bind
         self._socket = sockets
         self._select = select_mod
         self._poller = select_mod.poll()
@@ -59,7 +61,7 @@ class Canary:
             try:
                 s = self._socket.socket(self._socket.AF_INET, self._socket.SOCK_STREAM)
                 s.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_REUSEADDR, 1)
-                s.bind(("0.0.0.0", port))
+                s.bind((self.bind, port))
                 s.listen(BACKLOG)
                 s.setblocking(False)
             except OSError:
