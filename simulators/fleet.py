@@ -65,8 +65,8 @@ log = logging.getLogger(__name__)
 GENERATOR_STEP_S = 0.2
 #: Devices are re-reported at least this often (the edge inventory's refresh_s).
 DEVICE_REFRESH_S = 3600.0
-#: A real gateway flushes an interval when the first record after its end arrives (the
-#: capture loop ticks every second): a flush lands up to this long after the boundary.
+#: A real gateway flushes an interval when its capture loop next ticks (every second)
+#: after the interval's end: each simulated gateway has a fixed phase up to this long.
 FLUSH_DELAY_S = 1.5
 AGENT_VERSION = "sim-0.1.0"
 #: Wall seconds a worker waits for its gateways to connect before the run starts anyway.
@@ -246,6 +246,8 @@ class SimGateway:
         # The first interval is partial, as on a gateway that just started.
         self.interval_start = now - now % iv
         self.next_heartbeat = now + self.rng.uniform(0, config.heartbeat_s)
+        # When in the second after an interval's end this gateway's capture loop ticks.
+        self.flush_phase = self.rng.uniform(0.0, FLUSH_DELAY_S)
         self.next_devices = now
         self.reported: dict[str, float] = {}
         self.packets_seen = 0
@@ -286,14 +288,15 @@ class SimGateway:
         cfg = self.config
         if now >= self.next_devices:
             self._devices(now)
-        while now >= self.interval_start + cfg.interval_s + FLUSH_DELAY_S:
-            self._flows(self.interval_start, self.interval_start + cfg.interval_s)
+        while now >= self.interval_start + cfg.interval_s + self.flush_phase:
+            end = self.interval_start + cfg.interval_s
+            self._flows(self.interval_start, end, _stamp(now, end + self.flush_phase))
             self.interval_start += cfg.interval_s
         while now >= self.next_heartbeat:
-            self._heartbeat(self.next_heartbeat)
+            self._heartbeat(_stamp(now, self.next_heartbeat))
             self.next_heartbeat += cfg.heartbeat_s
 
-    def _flows(self, start: float, end: float) -> None:
+    def _flows(self, start: float, end: float, sent_at: float) -> None:
         traffic = self._traffic_time(start)
         rows = profiles.summaries(self.site, traffic, self.config.interval_s, self.rng)
         if traffic != start:
@@ -307,7 +310,6 @@ class SimGateway:
             alerts += self.engine.tick(end)
             rows += self.summarizer.flush()[1]
         self.packets_seen += sum(r.pkts_in + r.pkts_out for r in rows)
-        sent_at = end + self.rng.uniform(0.0, FLUSH_DELAY_S)
         if alerts:
             self._alerts(alerts, sent_at)
         for i in range(0, len(rows), MAX_ROWS):
@@ -362,6 +364,12 @@ class SimGateway:
             ),
             at,
         )  # fmt: skip
+
+
+def _stamp(now: float, due: float) -> float:
+    """``sent_at`` of a message due at ``due`` and made at ``now``: the moment it is made,
+    unless the generator is catching up on simulated time (high speeds)."""
+    return now if now - due < 1.0 else due
 
 
 def _retime(row: FlowSummary, shift: float) -> FlowSummary:

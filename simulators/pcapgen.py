@@ -311,7 +311,7 @@ def _dhcp(out: Packets, t: float, dev: SimDevice, site: Site, rng: random.Random
         out,
         t + 0.003,
         End(site.router_mac, site.router_ip, 67),
-        End(dev.mac, dev.ip, 68),
+        End(_BROADCAST, "255.255.255.255", 68),
         bytes(ack),
     )
 
@@ -399,6 +399,7 @@ class Synth:
         self.macs[site.router_ip] = site.router_mac
         self.qid = rng.getrandbits(16)
         self.resolved: dict[tuple[str, str], float] = {}
+        self.sessions: dict[tuple[str, str, int], Tcp] = {}
         self.connections = 0
 
     def _eph(self, ip: str) -> int:
@@ -425,10 +426,48 @@ class Synth:
         _udp(self.out, t + 0.012, router, client, dns_answer(name, ip, self.qid))
         return t + 0.015
 
+    def session(self, c: Connection) -> None:
+        """A minute of a long-lived session: opened on first use, then a keep-alive and
+        the minute's data (the meter cuts it into pieces at its active timeout)."""
+        key = (c.device.mac, c.remote_ip, c.endpoint.port)
+        tcp = self.sessions.get(key)
+        if tcp is None:
+            self.connections += 1
+            t = self._resolve(c.start, c.device, c.endpoint.name, c.remote_ip)
+            client = End(c.device.mac, c.device.ip, self._eph(c.device.ip))
+            server = End(self._mac_of(c.remote_ip), c.remote_ip, c.endpoint.port)
+            tcp = self.sessions[key] = Tcp(self.out, client=client, server=server, t=t,
+                                           rng=self.rng).open()  # fmt: skip
+            tcp.say("c", client_hello(c.endpoint.name, self.rng))
+            tcp.say("s", server_hello(self.rng))
+        # Keep-alives every 4-12 s: such sessions never sit idle long enough for the
+        # meter's idle timeout (15 s) to end them, so it reports them once per active
+        # timeout, as it does for a camera uploading to its cloud.
+        t, end = max(tcp.t, c.start), c.start + 60
+        while t < end:
+            tcp.t = t
+            tcp.say("c", b"\x17\x03\x03\x00\x20" + self.rng.randbytes(32))
+            tcp.say("s", b"\x17\x03\x03\x00\x20" + self.rng.randbytes(32))
+            t += self.rng.uniform(4, 12)
+        tcp.t = c.start + self.rng.uniform(0, 30)
+        tcp.bulk("c", c.bytes_out)
+        tcp.bulk("s", c.bytes_in)
+        tcp.t = max(tcp.t, t - 12)
+
+    def close_sessions(self, t: float, mac: str | None = None) -> None:
+        """Close the long-lived sessions (of one device, or all) at ``t``."""
+        for key in [k for k in self.sessions if mac is None or k[0] == mac]:
+            tcp = self.sessions.pop(key)
+            tcp.t = max(tcp.t, t)
+            tcp.close()
+
     def connection(self, c: Connection) -> None:
         ep = c.endpoint
         dev = c.device
         t = c.start
+        if ep.persistent:
+            self.session(c)
+            return
         self.connections += 1
         if ep.name and ep.proto == 6:
             t = self._resolve(t, dev, ep.name, c.remote_ip)
@@ -597,6 +636,7 @@ def generate(
                 join(out, t + rng.uniform(0, 50), dev, site, rng)
             elif dev.mac in joined and not profiles.present(dev, t):
                 joined.discard(dev.mac)  # gone home; DHCP again tomorrow
+                synth.close_sessions(t, dev.mac)
         if int(t - DAY) % 3600 == 0:  # hourly ARP refresh of the router entry
             for dev in site.devices:
                 if dev.mac in joined:
@@ -612,6 +652,8 @@ def generate(
             synth.record(pending)
             pending = next(extra, None)
         t += 60
+        if t >= end:
+            synth.close_sessions(end - 1)
         out.flush_until(t)
     out.close()
     writer.stats.connections = synth.connections

@@ -48,7 +48,8 @@ class Endpoint:
     default gateway), ``@nas`` or ``@printer`` (the site's first device of that kind).
     ``per_hour`` is connections per hour at full activity; ``always`` endpoints keep that
     rate whatever the hour (keep-alives, cloud sync of always-on devices).
-    ``bytes_out``/``bytes_in`` are mean bytes per connection, client to server and back.
+    ``bytes_out``/``bytes_in`` are mean bytes per connection, client to server and back
+    (for ``persistent`` endpoints: per hour of the session, whatever ``per_hour`` says).
     """
 
     name: str
@@ -60,6 +61,9 @@ class Endpoint:
     proto: int = 6
     app: str = "TLS"
     always: bool = False
+    #: One long-lived connection instead of many short ones (cloud keep-alive sessions
+    #: of cameras and plugs): the meter reports it once per active timeout.
+    persistent: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,11 +221,11 @@ KINDS: dict[str, DeviceKind] = {
                 "dev.hik-connect.com",
                 "52.68.97.188",
                 8883,
-                60,
-                900_000,
-                40_000,
-                app="MQTT",
+                1,
+                9_000_000,
+                400_000,
                 always=True,
+                persistent=True,
             ),
             _NTP_NICT,
         ),
@@ -258,7 +262,16 @@ KINDS: dict[str, DeviceKind] = {
         presence="always",
         endpoints=(
             _DNS,
-            Endpoint("a1.tuyaus.com", "18.179.120.96", 8883, 60, 600, 500, app="MQTT", always=True),
+            Endpoint(
+                "a1.tuyaus.com",
+                "18.179.120.96",
+                8883,
+                1,
+                36_000,
+                30_000,
+                always=True,
+                persistent=True,
+            ),
         ),
     ),
     "display": DeviceKind(
@@ -513,6 +526,14 @@ def connections(
         for ep in dev.kind.endpoints:
             remote = site.resolve(ep.host)
             if remote is None or remote == dev.ip:
+                continue
+            if ep.persistent:
+                # The session's share of the window, reported as one connection piece.
+                share = rate(dev, ep, start) / max(ep.per_hour, 1e-9) * seconds / 3600.0
+                yield Connection(
+                    device=dev, endpoint=ep, remote_ip=remote, start=start,
+                    bytes_out=int(ep.bytes_out * share), bytes_in=int(ep.bytes_in * share),
+                )  # fmt: skip
                 continue
             n = poisson(rate(dev, ep, start) * seconds / 3600.0, rng)
             for _ in range(n):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -96,12 +97,19 @@ class Sampler:
         except psutil.Error:
             return []
 
+    def _members(self, role: str) -> list[psutil.Process]:
+        if role != "fleet":
+            return [p for pid in self.roles[role] for p in self._tree(pid)]
+        # The fleet: this process's other children (its worker processes).
+        others = {p.pid for r in self.roles if r != "fleet" for p in self._members(r)}
+        return [p for p in self._tree(self.roles[role][0])[1:] if p.pid not in others]
+
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            for role, pids in self.roles.items():
+            for role in self.roles:
                 cpu = 0.0
                 rss = 0
-                for proc in (p for pid in pids for p in self._tree(pid)):
+                for proc in self._members(role):
                     # Keep one Process object per pid: cpu_percent measures since its
                     # previous call on the same object.
                     proc = self._procs.setdefault(proc.pid, proc)
@@ -282,6 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "broker": [broker.proc.pid],
                 "ingester": [p.pid for p in ingesters],
                 "database": [pg.proc.pid],
+                "fleet": [os.getpid()],
             }
         ).start()
         try:
