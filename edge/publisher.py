@@ -281,7 +281,8 @@ class Publisher:
                 self._will_seq = self.outbox.reserve()
             will = Status(
                 gateway=self.gateway, seq=self._will_seq, sent_at=self._wall(),
-                state="offline", reason="connection lost",
+                # Also sent on a clean stop (disconnect with will): neutral wording.
+                state="offline", reason="connection ended",
             )  # fmt: skip
             self._client.will_set(self._status_topic, codec.encode(will), qos=1, retain=False)
             props = Properties(PacketTypes.CONNECT)
@@ -406,7 +407,13 @@ class Publisher:
         now = self._clock()
         try:
             seq = self.outbox.append(
-                Status(gateway=self.gateway, seq=0, sent_at=self._wall(), state="online")
+                Status(
+                    gateway=self.gateway,
+                    seq=0,
+                    sent_at=self._wall(),
+                    state="online",
+                    reason="started" if self.stats.connects == 1 else "reconnected",
+                )
             )
             # Ahead of any backlog: the cloud should learn at once that we are back.
             item = self.outbox.get(seq) if seq is not None else None

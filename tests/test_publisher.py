@@ -19,7 +19,7 @@ import pytest
 from mimamori.edge.errors import PublisherError
 from mimamori.edge.outbox import Outbox
 from mimamori.edge.publisher import Backoff, Publisher, drive
-from mimamori.protocol import Command, Heartbeat
+from mimamori.protocol import Command, Heartbeat, Status
 from mimamori.simulators.services import Mosquitto, free_port, wait_port
 from test_delivery_acker import Acker, wait_until
 
@@ -193,6 +193,8 @@ def test_lost_connection_fires_will_and_reconnects(
     every = offline + online + [first, second]
     assert len(set(every)) == len(every)  # each will had its own reserved number
     assert acker.seqs(GW, "heartbeat") == [first, second]
+    reasons = [m.reason for m in acker.messages(GW, "status") if isinstance(m, Status)]
+    assert [r for r in reasons if r != "connection ended"] == ["started", "reconnected"]
 
 
 def test_commands_reach_their_hooks_once(
