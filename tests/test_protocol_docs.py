@@ -126,7 +126,17 @@ def examples() -> dict[str, Any]:
             sensor_id="canary-printer",
             sensor_kind="canary",
             received_at=T0 + 139.9,
-            body={"port": 445, "src_ip": "192.168.10.23", "src_port": 51515, "at": T0 + 139.8},
+            body={
+                "v": 1,
+                "sensor": "canary-printer",
+                "seq": 41,
+                "port": 445,
+                "src_ip": "192.168.10.23",
+                "src_port": 51515,
+                "age_ms": 100,
+                "dropped": 0,
+                "at": T0 + 139.8,
+            },
         ),
         "ack": Ack(
             gateway=GW, ranges=[(SEQ0, SEQ0), (SEQ0 + 2, SEQ0 + 5)], committed_at=T0 + 121.0
