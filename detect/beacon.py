@@ -24,7 +24,6 @@ from mimamori.detect.stats import BeaconScore, beacon_score
 from mimamori.protocol import SEVERITIES, Alert, FlowRecord
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
-_PORT_MEMORY = 1024  # source ports remembered per pair (connection identity)
 
 
 @dataclass
@@ -36,7 +35,7 @@ class _Pair:
     port: int = 0
     mac: str = ""
     sports: set[int] = field(default_factory=set)
-    sport_order: deque[int] = field(default_factory=lambda: deque(maxlen=_PORT_MEMORY))
+    sport_order: deque[int] = field(default_factory=deque)
     reported_at: float = float("-inf")
     reported: str = ""  # severity of the last report
 
@@ -69,7 +68,10 @@ class BeaconRule(Rule):
         self._quiet_vendors = [v.lower() for v in config.quiet_vendors]
         size = config.max_history
         self.pairs: Bounded[tuple[str, str], _Pair] = Bounded(
-            max_tracked, lambda: _Pair(starts=deque(maxlen=size), sizes=deque(maxlen=size))
+            max_tracked,
+            lambda: _Pair(
+                starts=deque(maxlen=size), sizes=deque(maxlen=size), sport_order=deque(maxlen=size)
+            ),
         )
         self.dests: Bounded[str, _Dest] = Bounded(max_tracked, _Dest)
         self.devices: Bounded[str, float] = Bounded(max_tracked, float)

@@ -24,7 +24,8 @@ class BruteforceRule(Rule):
         super().__init__(home=home)
         self.cfg = config
         self.by_port = {p: svc for svc, ports in config.ports.items() for p in ports}
-        self.attempts: Bounded[tuple[str, str, str], deque[float]] = Bounded(
+        # (source, target, service) -> recent attempts as (end time, source port)
+        self.attempts: Bounded[tuple[str, str, str], deque[tuple[float, int]]] = Bounded(
             max_tracked, lambda: deque(maxlen=4 * config.min_sessions)
         )
 
@@ -51,9 +52,13 @@ class BruteforceRule(Rule):
             return []
         key = (rec.src_ip, rec.dst_ip, svc)
         times = self.attempts.get(key)
-        times.append(rec.last_seen)
+        if any(port == rec.src_port for _, port in times):
+            # The same connection re-metered after an idle pause (an interactive session
+            # typed in bursts): one login, not another attempt.
+            return []
+        times.append((rec.last_seen, rec.src_port))
         horizon = now - self.cfg.window_s
-        recent = [t for t in times if t >= horizon]
+        recent = [t for t, _ in times if t >= horizon]
         if len(recent) < self.cfg.min_sessions:
             return []
         inbound = src_kind == "remote"
@@ -89,6 +94,6 @@ class BruteforceRule(Rule):
     def tick(self, now: float) -> list[Alert]:
         horizon = now - self.cfg.window_s
         for key, times in self.attempts.items():
-            if not times or times[-1] < horizon:
+            if not times or times[-1][0] < horizon:
                 self.attempts.pop(key)
         return []

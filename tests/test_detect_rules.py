@@ -277,6 +277,15 @@ def test_bruteforce_from_internet_on_unnamed_port_is_high() -> None:
     assert ("bruteforce", "203.0.113.7", "high") in cats(alerts)
 
 
+def test_interactive_session_in_bursts_is_one_login() -> None:
+    # One SSH connection, typed in bursts: each burst is re-metered after the idle timeout
+    # as a short record of the same connection (same source port).
+    recs = [flow(dst_ip="192.168.1.20", dst_port=22, app="SSH", first_seen=T0 + 40 * i,
+                 last_seen=T0 + 40 * i + 5, src_port=50000, syn=0, synack=0, fin=0)
+            for i in range(20)]  # fmt: skip
+    assert not [a for a in run(recs) if a.category == "bruteforce"]
+
+
 def test_refused_connections_are_not_logins() -> None:
     recs = [probe(dst_ip="192.168.1.20", dst_port=22, app="SSH", first_seen=T0 + i,
                   src_port=50000 + i) for i in range(30)]  # fmt: skip
