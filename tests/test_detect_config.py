@@ -74,3 +74,11 @@ def test_default_dict_is_a_fresh_copy() -> None:
     d = default_dict()
     d["scan"]["vertical_ports"] = 1
     assert default_dict()["scan"]["vertical_ports"] == 10
+
+
+def test_public_surface_is_sorted_and_complete() -> None:
+    import mimamori.detect as detect
+
+    assert detect.__all__ == sorted(detect.__all__)
+    for name in detect.__all__:
+        assert hasattr(detect, name), name
