@@ -219,3 +219,21 @@ def test_loop_does_not_allocate(mpy: dict[str, tuple[bool, str, Facts]]) -> None
     # gc.mem_alloc() around 200 iterations: a constant few bytes (the call frame), not
     # growing with the number of messages.
     assert f["alloc_delta"] < 128
+
+
+def test_main_and_posture(mpy: dict[str, tuple[bool, str, Facts]]) -> None:
+    f = facts_of(mpy, "main_and_posture.py")
+    # main.py imports everything it needs under MicroPython and, without a configuration,
+    # says why and returns instead of reset-looping.
+    assert f["main_returned"] is True
+    assert f["clean"] == [True, False, False]
+    # WebREPL listening and the board's access point up: the self-report says so.
+    assert f["exposed"] == [True, True]
+    # A default password, a short one, and the node's own id are not a good credential.
+    assert f["weak_passwords_ok"] == [False, False, False]
+    assert f["config_errors"] == [
+        "sensor_id must be lowercase [a-z0-9_-]",
+        "config.json: hmac_key is not hex",
+        "config.json: hmac_key shorter than 16 bytes",
+        "config.json: missing mqtt_password",
+    ]

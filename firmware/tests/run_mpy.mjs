@@ -4,7 +4,8 @@
 //
 // Each script gets a fresh interpreter whose filesystem holds the firmware package
 // (firmware/mimamori_sensor -> /lib/mimamori_sensor) and the fake hardware modules
-// (firmware/tests/fakes -> /lib). Everything a script prints is passed through; the
+// (firmware/tests/fakes -> /lib), and firmware/main.py as /firmware/main.py (not on the
+// import path: a script imports it on purpose). Everything a script prints is passed through; the
 // runner adds one line per script, `@@RESULT {"script": ..., "ok": ..., "error": ...}`,
 // and exits non-zero if any script raised.
 import { readFileSync, readdirSync, statSync } from "node:fs";
@@ -38,6 +39,8 @@ for (const script of process.argv.slice(2)) {
   copyTree(mp.FS, join(here, "fakes"), "/lib");
   copyTree(mp.FS, join(firmware, "mimamori_sensor"), "/lib/mimamori_sensor");
   mp.FS.mkdir("/flash");
+  mp.FS.mkdir("/firmware");
+  mp.FS.writeFile("/firmware/main.py", readFileSync(join(firmware, "main.py")));
   const result = { script: basename(script), ok: true, error: "" };
   try {
     mp.runPython(readFileSync(script, "utf8"));
