@@ -13,7 +13,7 @@ import sys
 # name -> (module, one-line help). Order is the order shown in --help.
 GROUPS: dict[str, tuple[str, str]] = {
     "demo": (
-        "mimamori.simulators.demo",
+        "mimamori.demo",
         "run the whole system on embedded defaults (broker, database, fleet)",
     ),
     "edge": ("mimamori.edge.cli", "gateway agent: run, enroll, check a config"),
@@ -33,6 +33,10 @@ GROUPS: dict[str, tuple[str, str]] = {
         "benchmarks: ingest, edge, fleet, alert-latency, dashboards",
     ),
 }
+
+
+#: The pip extra that brings a component's third-party dependencies.
+EXTRAS = {"edge": "edge", "cloud": "cloud", "dashboards": "dashboards", "simulators": "sim"}
 
 
 def _usage() -> str:
@@ -61,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("mimamori"):
+            raise  # our own module is missing: a packaging bug, not a missing extra
         # A gateway install lacks the cloud's extras: say which extra to install.
-        extra = module_name.split(".")[1]
+        extra = EXTRAS.get(module_name.split(".")[1], "all")
         print(
             f"mimamori {name}: this installation lacks a module it needs ({exc.name}). "
             f"Install the '{extra}' extra: pip install 'mimamori[{extra}]'",

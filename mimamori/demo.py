@@ -1,5 +1,8 @@
 """``mimamori demo``: the whole system on embedded defaults, in about two minutes.
 
+It lives in the root package, beside the command, because it orchestrates every
+component (cloud, simulators, dashboards); no component may import all of them.
+
 It starts a private Mosquitto and a private PostgreSQL (with TimescaleDB when the
 extension is installed), creates the schema, starts the ingester and the cloud jobs as
 separate processes (as in production), runs a fleet of simulated gateways (the edge's
