@@ -184,7 +184,8 @@ class LiveCapture:
     queue; :meth:`run` takes them out in arrival order and hands them to the pipeline with
     the wall-clock time, and ticks it at least every ``tick_s``. When the consumer falls
     behind, the queue fills and new items are dropped and counted (``dropped``) rather than
-    letting memory grow.
+    letting memory grow: the default 16,384 items are about 16 s of a busy office LAN's
+    flows and cost at most some 16 MB.
     """
 
     def __init__(
@@ -192,7 +193,7 @@ class LiveCapture:
         *,
         meter: FlowMeter,
         listener: DiscoveryListener | None,
-        queue_size: int = 65536,
+        queue_size: int = 16384,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.meter = meter

@@ -45,7 +45,7 @@ _PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in _PORTS)
 #: Announcements repeat verbatim (SSDP NOTIFY, mDNS answers every few seconds): an
 #: identical payload from the same MAC within this many seconds is not parsed again.
 REPEAT_S = 60.0
-_REPEAT_CACHE = 4096
+_REPEAT_CACHE = 1024
 
 # mDNS TXT keys that name a model: md= (Apple/HomeKit, Chromecast), model= (device-info),
 # ty= and product= (IPP printers), usb_MDL= (printers), am= (AirPlay).

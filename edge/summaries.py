@@ -88,7 +88,9 @@ class Summarizer:
     Call :meth:`add` for every flow record and :meth:`due` with the current time;
     :meth:`flush` closes the open interval and returns its rows. Memory is bounded by
     ``max_keys`` (beyond it, new keys of the interval are folded at once into per-device
-    catch-all rows, and ``overflowed`` counts them).
+    catch-all rows, and ``overflowed`` counts them). A key and its counters take about
+    300 bytes, so the default 50,000 keys stay under 15 MB; a small office makes a few
+    thousand keys per interval.
     """
 
     def __init__(
@@ -97,7 +99,7 @@ class Summarizer:
         home_net: Sequence[Network] = DEFAULT_HOME_NET,
         interval: int = 60,
         keep_rows: int = 20,
-        max_keys: int = 200_000,
+        max_keys: int = 50_000,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
