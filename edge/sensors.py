@@ -233,7 +233,9 @@ def parse_topic(topic: str) -> tuple[str, str]:
     return sensor_id, kind
 
 
-def validate(topic: str, payload: bytes | bytearray, known: Mapping[str, Any]) -> tuple[str, str, dict]:
+def validate(
+    topic: str, payload: bytes | bytearray, known: Mapping[str, Any]
+) -> tuple[str, str, dict]:
     """Check one message from the site listener; return (sensor id, kind, body)."""
     if len(payload) > MAX_SENSOR_MESSAGE:
         raise BadSensorMessage("too_large", f"{len(payload)} bytes")
@@ -242,10 +244,14 @@ def validate(topic: str, payload: bytes | bytearray, known: Mapping[str, Any]) -
         raise BadSensorMessage("unknown_sensor", f"sensor {sensor_id[:63]!r} is not enrolled")
     try:
         body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[…" nested too deep
         raise BadSensorMessage("json", str(exc)[:200]) from exc
     if not isinstance(body, dict):
         raise BadSensorMessage("json", "not a JSON object")
+    if b"\\u0000" in payload:
+        # Valid JSON, but PostgreSQL's jsonb refuses NUL characters: stop it here rather
+        # than have the cloud quarantine it.
+        raise BadSensorMessage("json", "NUL character in a string")
     if body.get("sensor") != sensor_id:
         raise BadSensorMessage("sensor_mismatch", f"body names {str(body.get('sensor'))[:63]!r}")
     if kind == "canary":

@@ -21,7 +21,7 @@ from mimamori_sensor import VERSION, settings as settings_mod
 from mimamori_sensor.auth import Verifier
 from mimamori_sensor.backoff import Backoff
 from mimamori_sensor.canary import Canary
-from mimamori_sensor.link import Session, Wifi, tls_context
+from mimamori_sensor.link import LinkError, Session, Wifi, tls_context
 from mimamori_sensor.reports import Reporter
 from mimamori_sensor.supervisor import Supervisor
 
@@ -30,7 +30,8 @@ def main() -> None:
     """Build every part from the configuration and run the supervisor forever."""
     try:
         settings = settings_mod.load()
-    except settings_mod.ConfigError as exc:
+        ssl_context = tls_context(settings, ssl)
+    except (settings_mod.ConfigError, LinkError) as exc:
         print("mimamori sensor", VERSION, "not started:", exc)
         return
     print("mimamori sensor", VERSION, "as", settings.sensor_id)
@@ -43,7 +44,7 @@ def main() -> None:
         supervisor_ref[0].on_message(topic, msg)
 
     session = Session(
-        client_class=MQTTClient, settings=settings, ssl_context=tls_context(settings, ssl),
+        client_class=MQTTClient, settings=settings, ssl_context=ssl_context,
         on_message=on_message, connect_timeout_s=settings_mod.CONNECT_TIMEOUT_S,
     )
     supervisor = Supervisor(

@@ -25,8 +25,15 @@ NOW = 1_790_000_000.0
 
 def canary(body: dict, *, gateway: str = "gw1", seq: int = 41, kind: str = "canary",
            sensor: str = "s1") -> SensorMessage:  # fmt: skip
-    return SensorMessage(gateway=gateway, seq=seq, sent_at=NOW, sensor_id=sensor,
-                         sensor_kind=kind, received_at=NOW, body=body)  # type: ignore[arg-type]
+    return SensorMessage(
+        gateway=gateway,
+        seq=seq,
+        sent_at=NOW,
+        sensor_id=sensor,
+        sensor_kind=kind,
+        received_at=NOW,
+        body=body,
+    )  # type: ignore[arg-type]
 
 
 def roundtrip(alert: Alert) -> Alert:

@@ -43,6 +43,8 @@ def body(**extra: object) -> bytes:
         ("site/sensors/s1/heartbeat", b"{nope", "json"),
         ("site/sensors/s1/heartbeat", b"\xff\xfe", "json"),
         ("site/sensors/s1/heartbeat", b"[]", "json"),
+        ("site/sensors/s1/heartbeat", b"[" * 2000, "json"),
+        ("site/sensors/s1/heartbeat", body(fw="a\u0000b"), "json"),
         ("site/sensors/s1/heartbeat", body(sensor="s2"), "sensor_mismatch"),
         ("site/sensors/s1/heartbeat", json.dumps({"seq": 1}).encode(), "sensor_mismatch"),
         ("site/sensors/s1/canary", body(src_ip="10.0.0.1", src_port=1), "schema"),
@@ -109,7 +111,9 @@ def test_acl_text() -> None:
     text = acl_text(["s2", "s1"])
     sections = text.split("\n\n")
     assert sections[0].splitlines()[1:] == [
-        f"user {RELAY_USER}", "topic read site/sensors/+/+", "topic write site/sensors/+/config"
+        f"user {RELAY_USER}",
+        "topic read site/sensors/+/+",
+        "topic write site/sensors/+/config",
     ]
     assert sections[1].splitlines() == [
         "user s1",
