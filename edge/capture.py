@@ -147,6 +147,7 @@ class FlowMeter:
             "n_meters": n_meters,
             "accounting_mode": accounting_mode,
         }
+        self.bad_flows = 0
 
     def streamer(self) -> Any:
         """The configured ``NFStreamer`` (for benchmarks that need nfstream bare)."""
@@ -164,7 +165,14 @@ class FlowMeter:
         streamer = self.streamer()
         try:
             for flow in streamer:
-                yield flow_record(flow)
+                try:
+                    record = flow_record(flow)
+                except (AttributeError, TypeError, ValueError):
+                    # A flow nfstream could not fill in: skip it, count it, keep metering.
+                    self.bad_flows += 1
+                    log.warning("skipped a flow nfstream left incomplete", exc_info=True)
+                    continue
+                yield record
         except (OSError, ValueError) as exc:
             raise CaptureError(f"flow metering of {self.source!r} failed: {exc}") from exc
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -230,9 +231,13 @@ def main(argv: list[str]) -> int:
     except CaptureError as exc:
         print(f"mimamori replay: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        json.dump(result.to_json(), sys.stdout, ensure_ascii=False, indent=1)
-        print()
-    else:
-        _print_text(result)
+    try:
+        if args.json:
+            json.dump(result.to_json(), sys.stdout, ensure_ascii=False, indent=1)
+            print()
+        else:
+            _print_text(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into head: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

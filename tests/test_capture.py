@@ -122,3 +122,15 @@ def test_kernel_filter_compiles() -> None:
     assert count > 10 and len(insns) == 8 * count
     with pytest.raises(DiscoveryError):
         compile_filter("this is not a filter")
+
+
+def test_meter_skips_and_counts_flows_it_cannot_convert(shared_data: Path) -> None:
+    meter = FlowMeter(source=[shared_data / "pcap/benign/discovery/dhcp.pcap"])
+    real = list(meter.streamer())
+
+    class Broken:
+        application_name = None  # everything else missing
+
+    meter.streamer = lambda: [real[0], Broken(), *real[1:]]  # type: ignore[method-assign]
+    records = list(meter)
+    assert len(records) == len(real) and meter.bad_flows == 1
