@@ -352,7 +352,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mimamori bench ingest", description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="rows per phase (default 1e6)")
     p.add_argument("--rows-per-message", type=int, default=1000)
-    p.add_argument("--ingesters", type=int, default=1, help="ingester processes (default 1)")
+    p.add_argument("--ingesters", type=int, default=2, help="ingester processes (default 2)")
     p.add_argument("--batch-rows", type=int, default=20000, help="ingester batch size")
     p.add_argument("--storage", choices=["auto", "postgresql", "timescaledb"], default="auto")
     p.add_argument("--latency-seconds", type=float, default=10.0)
