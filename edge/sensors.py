@@ -149,6 +149,14 @@ def listener_text(
     return "\n".join(lines) + "\n"
 
 
+def _check_password(whose: str, password: str) -> None:
+    if len(password) < 16:
+        raise SensorError(f"password of {whose} is shorter than 16 characters")
+    if any(ord(ch) < 0x20 for ch in password):
+        # A newline would end the password file's line and start a forged one.
+        raise SensorError(f"password of {whose} contains a control character")
+
+
 def mosquitto_passwd_binary() -> str:
     path = shutil.which("mosquitto_passwd")
     if path is None:
@@ -182,8 +190,10 @@ def write_site_broker(
     for c in creds:
         if not valid_id(c.sensor_id) or c.sensor_id == RELAY_USER:
             raise SensorError(f"sensor id {c.sensor_id!r} is not usable")
-        if len(c.password) < 16:
-            raise SensorError(f"password of sensor {c.sensor_id!r} is shorter than 16")
+        _check_password(f"sensor {c.sensor_id!r}", c.password)
+    _check_password("the relay", relay_password)
+    if bind in ("", "0.0.0.0", "::"):
+        raise SensorError("bind the site listener to the LAN address, not to every interface")
     if port == 0 and tls is None:
         raise SensorError("no listener: give a plain port or TLS files")
     workdir.mkdir(parents=True, exist_ok=True)

@@ -153,12 +153,16 @@ def test_write_site_broker(tmp_path: Path) -> None:
         ([SensorCredential(RELAY_USER, "p" * 20)], {}, "not usable"),
         ([SensorCredential("s1", "short")], {}, "shorter"),
         ([SensorCredential("s1", "p" * 20)], {"port": 0}, "no listener"),
+        ([SensorCredential("s1", "p" * 20 + "\ns2:x")], {}, "control character"),
+        ([SensorCredential("s1", "p" * 20)], {"relay_password": "r"}, "the relay"),
+        ([SensorCredential("s1", "p" * 20)], {"bind": "0.0.0.0"}, "LAN address"),
     ],
 )
 def test_write_site_broker_refuses(tmp_path: Path, creds: list[SensorCredential],
                                    kwargs: dict, match: str) -> None:  # fmt: skip
+    args: dict = {"relay_password": "r" * 20, "bind": "192.168.1.2", **kwargs}
     with pytest.raises(SensorError, match=match):
-        write_site_broker(workdir=tmp_path, credentials=creds, relay_password="r" * 20,
-                          bind="192.168.1.2", **kwargs)  # fmt: skip
+        write_site_broker(workdir=tmp_path, credentials=creds, **args)
+    assert not (tmp_path / "passwd").exists()  # refused before writing anything
     with pytest.raises(SensorError):
         new_credential("Bad/Id")
