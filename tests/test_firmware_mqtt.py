@@ -45,7 +45,7 @@ from mimamori.simulators.services import free_port, mosquitto_binary, wait_port
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
-sys.path.insert(0, str(FIRMWARE))
+sys.path.append(str(FIRMWARE))  # the firmware package, importable as on the board
 
 from mimamori_sensor.auth import Verifier  # noqa: E402
 from mimamori_sensor.backoff import Backoff  # noqa: E402
