@@ -20,7 +20,7 @@ from mimamori.detect import _flowfacts as ff
 from mimamori.detect._base import Bounded, Rule, make_alert
 from mimamori.detect._net import HomeNet
 from mimamori.detect.config import BeaconConfig
-from mimamori.detect.stats import BeaconScore, beacon_score
+from mimamori.detect.stats import BeaconScore, beacon_score, regularity_gate
 from mimamori.protocol import SEVERITIES, Alert, FlowRecord
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -161,7 +161,13 @@ class BeaconRule(Rule):
             size_reference_bytes=self.cfg.size_reference_bytes,
             skew_tolerance=self.cfg.skew_tolerance,
         )
-        if score.score < self.cfg.threshold or score.interval_madm < self.cfg.min_interval_madm:
+        gate = regularity_gate(
+            score.connections - 1,
+            floor=self.cfg.min_interval_madm,
+            random_madm=self.cfg.random_madm,
+            k=self.cfg.small_sample_k,
+        )
+        if score.score < self.cfg.threshold or score.interval_madm < gate:
             return []
         alert = self._alert(src, dest, pair, score, now, series[0][0], series[-1][0])
         # A periodic pair stays periodic: report it once per history window unless it

@@ -47,6 +47,8 @@ class BruteforceRule(Rule):
             return []
         if ff.duration(rec) > self.cfg.short_session_s:
             return []
+        if rec.bytes_src2dst + rec.bytes_dst2src > self.cfg.max_session_bytes:
+            return []
         svc = self.service(rec)
         if not svc:
             return []

@@ -64,6 +64,8 @@ class BeaconConfig(_Section):
     size_reference_bytes: PosInt
     threshold: Fraction
     min_interval_madm: Fraction
+    random_madm: Fraction
+    small_sample_k: Annotated[float, Meta(ge=0, le=10)]
     evaluate_every_s: Seconds
     history_s: Seconds
     prevalence_min_devices: PosInt
@@ -84,6 +86,7 @@ class BruteforceConfig(_Section):
     min_sessions: PosInt
     short_session_s: Seconds
     min_packets: PosInt
+    max_session_bytes: PosInt
     apps: dict[str, str]
     ports: dict[str, list[Port]]
     severity: Severity
@@ -184,6 +187,8 @@ class LongBeaconConfig(_Section):
     min_buckets: PosInt
     threshold: Fraction
     min_interval_madm: Fraction
+    random_madm: Fraction
+    small_sample_k: Annotated[float, Meta(ge=0, le=10)]
     full_count: PosInt
     size_reference_bytes: PosInt
     severity: Severity

@@ -21,7 +21,7 @@ from typing import Literal
 from mimamori.detect._base import make_alert
 from mimamori.detect.beacon import domain_allowed
 from mimamori.detect.config import DetectConfig
-from mimamori.detect.stats import beacon_score, median, robust_z
+from mimamori.detect.stats import beacon_score, median, regularity_gate, robust_z
 from mimamori.protocol import Alert, FlowSummary
 
 
@@ -68,7 +68,13 @@ def beacon_alerts(rows: Iterable[FlowSummary], *, config: DetectConfig, now: flo
             size_reference_bytes=lw.size_reference_bytes,
             skew_tolerance=lw.skew_tolerance,
         )
-        if score.score < lw.threshold or score.interval_madm < lw.min_interval_madm:
+        gate = regularity_gate(
+            score.connections - 1,
+            floor=lw.min_interval_madm,
+            random_madm=lw.random_madm,
+            k=lw.small_sample_k,
+        )
+        if score.score < lw.threshold or score.interval_madm < gate:
             continue
         port, mac = points[-1][2], points[-1][3]
         minutes = score.median_interval / 60

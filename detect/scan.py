@@ -175,6 +175,11 @@ class ScanRule(Rule):
             return self._check_icmp(rec.src_ip, src, direction, now)
         if rec.proto not in (ff.TCP, ff.UDP) or ff.looks_reversed(rec):
             return []
+        if rec.proto == ff.UDP and rec.src_port < 1024:
+            # Sent from a service port: a server answering or announcing (DHCP offers to
+            # port 68, NetBIOS 137 to 137), which needs no reply. Probes come from
+            # ephemeral ports.
+            return []
         failed = ff.failed(rec)
         self._add(src, rec, _FAILED if failed else self._completed, not failed)
         out: list[Alert] = []

@@ -127,6 +127,18 @@ def beacon_score(
     )
 
 
+def regularity_gate(n_gaps: int, *, floor: float, random_madm: float, k: float) -> float:
+    """The interval MAD part a series of ``n_gaps`` gaps must reach to count as clocked.
+
+    ``floor``, raised for small samples to ``random_madm + k / sqrt(n)``: uniformly random
+    gaps score ``random_madm`` on average with a sampling spread of about 0.52/sqrt(n), so
+    a short random series must not pass by luck.
+    """
+    if n_gaps <= 0:
+        return 1.0
+    return max(floor, random_madm + k / math.sqrt(n_gaps))
+
+
 def shannon_entropy(text: str) -> float:
     """Shannon entropy of the characters of ``text``, in bits per character."""
     if not text:

@@ -277,6 +277,20 @@ def test_bruteforce_from_internet_on_unnamed_port_is_high() -> None:
     assert ("bruteforce", "203.0.113.7", "high") in cats(alerts)
 
 
+def test_file_copies_are_not_logins() -> None:
+    # Ten short SMB sessions to the NAS, each moving a file of 400 kB: work, not guessing.
+    recs = [flow(dst_ip="192.168.1.20", dst_port=445, app="SMBv23", first_seen=T0 + 20 * i,
+                 last_seen=T0 + 20 * i + 5, src_port=50000 + i, bytes_src2dst=400_000)
+            for i in range(12)]  # fmt: skip
+    assert not [a for a in run(recs) if a.category == "bruteforce"]
+
+
+def test_dhcp_server_offers_are_not_a_sweep() -> None:
+    recs = [probe(src_ip="192.168.1.1", src_port=67, dst_ip=f"192.168.1.{i + 20}", dst_port=68,
+                  proto=17, app="DHCP", first_seen=T0 + i) for i in range(30)]  # fmt: skip
+    assert not run(recs)
+
+
 def test_interactive_session_in_bursts_is_one_login() -> None:
     # One SSH connection, typed in bursts: each burst is re-metered after the idle timeout
     # as a short record of the same connection (same source port).

@@ -12,6 +12,7 @@ from mimamori.detect.stats import (
     mad,
     median,
     quantile,
+    regularity_gate,
     robust_z,
     shannon_entropy,
 )
@@ -112,6 +113,20 @@ def test_beacon_score_random_arrivals_do_not_look_clocked() -> None:
 def test_beacon_score_rejects_short_series() -> None:
     with pytest.raises(ValueError):
         beacon_score([0, 1], [1, 1], full_count=50, size_reference_bytes=65535)
+
+
+@pytest.mark.parametrize(
+    ("gaps", "expected"),
+    [
+        (19, 0.5 + 1.2 / math.sqrt(19)),  # 0.775: a short series must be clearly clocked
+        (25, 0.74),  # 0.5 + 1.2 / 5
+        (36, 0.7),  # 0.5 + 1.2 / 6 meets the floor
+        (400, 0.7),  # the floor
+        (0, 1.0),
+    ],
+)
+def test_regularity_gate(gaps: int, expected: float) -> None:
+    assert regularity_gate(gaps, floor=0.7, random_madm=0.5, k=1.2) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(

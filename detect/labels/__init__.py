@@ -1,0 +1,41 @@
+"""mimamori.detect.labels: JC-STAR-style ★1 labels for devices, from network evidence.
+
+Pure assessment: :class:`Observer` collects :class:`Evidence` per device from protocol
+records, :func:`assess` turns one device's evidence into a :class:`Label` with an explicit
+``now``. The criteria and the lists the checks use are in ``catalogue.toml``
+(:func:`load_catalogue`). See docs/labels.md.
+"""
+
+from mimamori.detect.labels.assess import (
+    OUTCOMES,
+    CriterionResult,
+    Label,
+    assess,
+    assess_all,
+    classify,
+)
+from mimamori.detect.labels.catalogue import (
+    Catalogue,
+    Criterion,
+    Kind,
+    load_catalogue,
+    parse_catalogue,
+)
+from mimamori.detect.labels.observe import DeviceEvidence, Evidence, Observer
+
+__all__ = [
+    "OUTCOMES",
+    "Catalogue",
+    "Criterion",
+    "CriterionResult",
+    "DeviceEvidence",
+    "Evidence",
+    "Kind",
+    "Label",
+    "Observer",
+    "assess",
+    "assess_all",
+    "classify",
+    "load_catalogue",
+    "parse_catalogue",
+]

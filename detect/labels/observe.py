@@ -1,0 +1,233 @@
+"""Per-device evidence from what the gateway sees: flows, inventory facts, alerts.
+
+An :class:`Observer` turns observations into :class:`Evidence` items keyed by MAC. It is
+fed either from raw records at the edge (``mimamori.edge.evidence``) or from the stored
+devices and flow summaries in the cloud (``mimamori.cloud.labels``); both call the same
+:meth:`Observer.flow`, so a label means the same wherever it was computed.
+
+Evidence kinds (what :mod:`.assess` maps to criteria):
+
+- ``cleartext_service`` / ``cleartext_client``: Telnet, FTP, ... served / used
+- ``legacy_service`` (SMBv1) and ``legacy_tls`` (SSL 2/3)
+- ``http_admin`` (the device serves plain HTTP on an admin port on the LAN)
+- ``http_cloud`` / ``tls_cloud``: unencrypted / encrypted traffic to the internet
+- ``exposure`` / ``exposure_mgmt``: the device accepted a connection from the internet
+- ``vendor_contact``, ``update_tls``, ``update_http``: the maker's update/cloud names
+- ``banner``, ``outdated``: announced software, and software out of support
+- ``upnp``: the device announces itself over SSDP
+- ``open_port``, ``default_credential``, ``default_rejected``: opt-in active checks
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mimamori.detect.labels.catalogue import Catalogue
+from mimamori.protocol import Device, FlowSummary
+
+#: Evidence items kept per device (a noisy device must not grow memory without bound).
+MAX_ITEMS = 64
+Role = Literal["client", "server"]
+Peer = Literal["lan", "internet"]
+
+
+@dataclass
+class Evidence:
+    """One finding about a device: what, the detail, when last seen, how often."""
+
+    kind: str
+    detail: str
+    ts: float
+    count: int = 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "detail": self.detail, "ts": self.ts, "count": self.count}
+
+
+@dataclass
+class DeviceEvidence:
+    """Everything known about one device for labelling."""
+
+    mac: str
+    vendor: str = ""
+    model: str = ""
+    hostname: str = ""
+    os_hint: str = ""
+    services: tuple[str, ...] = ()
+    banners: dict[str, str] = field(default_factory=dict)
+    connections: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    items: dict[tuple[str, str], Evidence] = field(default_factory=dict)
+
+    def add(self, kind: str, detail: str, ts: float, count: int = 1) -> None:
+        """Record (or reinforce) a finding."""
+        self.seen(ts)
+        key = (kind, detail)
+        item = self.items.get(key)
+        if item is not None:
+            item.count += count
+            item.ts = max(item.ts, ts)
+        elif len(self.items) < MAX_ITEMS:
+            self.items[key] = Evidence(kind, detail, ts, count)
+
+    def seen(self, ts: float) -> None:
+        self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+
+    def of(self, *kinds: str) -> list[Evidence]:
+        """Findings of the given kinds, most recent first."""
+        found = [e for e in self.items.values() if e.kind in kinds]
+        return sorted(found, key=lambda e: (-e.ts, e.kind, e.detail))
+
+
+def _app_names(app: str) -> set[str]:
+    """nDPI names as "Master.App" (e.g. "TLS.Google", "NetBIOS.SMBv1"): match each part."""
+    low = app.lower()
+    return {low, *low.split(".")} if low else set()
+
+
+class Observer:
+    """Accumulates evidence per MAC; pure (no I/O, no clock)."""
+
+    def __init__(self, *, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self.devices: dict[str, DeviceEvidence] = {}
+        self._ip_to_mac: dict[str, str] = {}
+
+    def get(self, mac: str) -> DeviceEvidence:
+        """The evidence record of ``mac`` (created empty)."""
+        entry = self.devices.get(mac)
+        if entry is None:
+            entry = self.devices[mac] = DeviceEvidence(mac=mac)
+        return entry
+
+    def mac_of(self, ip: str) -> str:
+        """The MAC last reported with ``ip`` by the inventory ("" if unknown)."""
+        return self._ip_to_mac.get(ip, "")
+
+    def device(self, device: Device) -> None:
+        """Inventory facts: identity, announced software, UPnP."""
+        entry = self.get(device.mac)
+        entry.seen(device.last_seen)
+        for ip in device.ips:
+            self._ip_to_mac[ip] = device.mac
+        entry.vendor = device.vendor or entry.vendor
+        entry.model = device.model or entry.model
+        entry.hostname = device.hostname or entry.hostname
+        entry.os_hint = device.os_hint or entry.os_hint
+        entry.services = tuple(device.services) or entry.services
+        banners = {k: v for k, v in device.extras.items() if k.endswith(("server", "user_agent"))}
+        if device.os_hint:
+            banners["os_hint"] = device.os_hint
+        for key, text in banners.items():
+            self.banner(device.mac, source=key, text=text, ts=device.last_seen)
+        if any(s.startswith("urn:") for s in device.services) or "ssdp_location" in device.extras:
+            entry.add("upnp", device.extras.get("ssdp_location", "SSDP"), device.last_seen)
+
+    def banner(self, mac: str, *, source: str, text: str, ts: float) -> None:
+        """A software banner (SSDP SERVER, HTTP User-Agent, mDNS TXT, OS hint)."""
+        if not text:
+            return
+        entry = self.get(mac)
+        entry.banners[source] = text
+        entry.add("banner", f"{source}: {text}", ts)
+        for rule in self.catalogue.outdated:
+            if rule.pattern.search(text):
+                entry.add("outdated", f"{text} ({rule.why})", ts)
+
+    def flow(
+        self,
+        mac: str,
+        *,
+        role: Role,
+        peer: Peer,
+        app: str,
+        port: int,
+        ts: float,
+        name: str = "",
+        conns: int = 1,
+    ) -> None:
+        """One flow (or a summary of several) of device ``mac``.
+
+        ``role`` is the device's side (``server`` when the other end opened the flow),
+        ``peer`` where the other end is, ``port`` the server port, ``name`` the TLS SNI,
+        HTTP host or DNS query.
+        """
+        if not mac:
+            return
+        cat = self.catalogue
+        entry = self.get(mac)
+        entry.connections += max(conns, 1)
+        entry.seen(ts)
+        names = _app_names(app)
+        label = app or "port"
+        unknown_app = not names or names <= {"unknown"}
+        if names & cat.cleartext_apps or (unknown_app and port in cat.cleartext_ports):
+            kind = "cleartext_service" if role == "server" else "cleartext_client"
+            entry.add(kind, f"{label}/{port}", ts, conns)
+        if names & cat.legacy_apps:
+            kind = "legacy_tls" if names & {"ssl", "sslv2", "sslv3"} else "legacy_service"
+            entry.add(kind, f"{label}/{port}", ts, conns)
+        is_http = "http" in names and not names & cat.encrypted_apps
+        if is_http and role == "server" and port in cat.http_admin_ports:
+            entry.add("http_admin", f"{label}/{port}", ts, conns)
+        if peer == "internet" and role == "client":
+            if is_http:
+                entry.add("http_cloud", name or f"{label}/{port}", ts, conns)
+            elif names & cat.encrypted_apps:
+                entry.add("tls_cloud", name or f"{label}/{port}", ts, conns)
+        # Replies of infrastructure protocols (STUN, ICMP) look inbound but expose nothing.
+        infrastructure = bool(names & cat.infrastructure_apps) or port == 0
+        if peer == "internet" and role == "server" and not infrastructure:
+            kind = "exposure_mgmt" if port in cat.management_ports else "exposure"
+            entry.add(kind, f"{label}/{port}", ts, conns)
+        if name:
+            self._vendor_name(entry, name.lower().rstrip("."), names, ts, conns)
+
+    def _vendor_name(
+        self, entry: DeviceEvidence, name: str, names: set[str], ts: float, conns: int
+    ) -> None:
+        for vendor, suffixes in self.catalogue.update_domains.items():
+            if any(name == s or name.endswith("." + s) for s in suffixes):
+                entry.add("vendor_contact", f"{vendor}: {name}", ts, conns)
+                if names & self.catalogue.encrypted_apps:
+                    entry.add("update_tls", name, ts, conns)
+                elif "http" in names:
+                    entry.add("update_http", name, ts, conns)
+                return
+
+    def summary(self, row: FlowSummary) -> None:
+        """A stored/published flow summary: the local side, and a LAN server's side."""
+        ts = row.last_seen or row.ts
+        role: Role = "server" if row.dir == "in" else "client"
+        peer: Peer = "lan" if row.dir == "lan" else "internet"
+        conns = max(row.conns, 1)
+        self.flow(
+            row.mac, role=role, peer=peer, app=row.app, port=row.remote_port, ts=ts,
+            name=row.sni, conns=conns,
+        )  # fmt: skip
+        if row.dir == "lan":
+            server = self.mac_of(row.remote_ip)
+            if server and server != row.mac:
+                self.flow(
+                    server, role="server", peer="lan", app=row.app, port=row.remote_port,
+                    ts=ts, conns=conns,
+                )  # fmt: skip
+
+    def alert(self, mac: str, *, category: str, ts: float, detail: str) -> None:
+        """A detection about ``mac`` (posture findings double as evidence).
+
+        Cleartext-login alerts are not mapped: the flows already say which side served.
+        """
+        kind = {
+            "exposure": "exposure",
+            "old_os": "outdated",
+        }.get(category)
+        if mac and kind:
+            self.get(mac).add(kind, detail, ts)
+
+    def active(self, mac: str, *, kind: str, detail: str, ts: float) -> None:
+        """A result of an opt-in active check (``open_port``, ``default_credential``...)."""
+        self.get(mac).add(kind, detail, ts)
