@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import shutil
 import subprocess
 from collections import defaultdict
@@ -237,3 +238,17 @@ def test_main_and_posture(mpy: dict[str, tuple[bool, str, Facts]]) -> None:
         "config.json: hmac_key shorter than 16 bytes",
         "config.json: missing mqtt_password",
     ]
+
+
+def test_docs_name_every_field_the_firmware_sends(mpy: dict[str, tuple[bool, str, Facts]]) -> None:
+    """docs/firmware.md's message table must not drift from what the node really sends."""
+    doc = (REPO / "docs" / "firmware.md").read_text()
+    sent = {
+        "heartbeat": facts_of(mpy, "heartbeat.py")["heartbeat_0"],
+        "canary": facts_of(mpy, "canary.py")["canary_0"],
+        "self_report": facts_of(mpy, "heartbeat.py")["self_report"],
+    }
+    for kind, message in sent.items():
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{kind}` |"))
+        documented = set(re.findall(r"`(\w+)`", row)) - {kind}
+        assert documented == set(message) - {"v", "sensor", "seq"}, kind
