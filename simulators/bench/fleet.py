@@ -133,6 +133,7 @@ class Accounting:
     committed: int
     rows: int
     lost: int
+    undelivered: int
     duplicated: int
     extra_receipts: int
     latencies: list[float]
@@ -170,7 +171,21 @@ def wait_settled(dsn: str, *, expected: int, timeout: float) -> int:
     return last
 
 
-def account(dsn: str, entries: list[Entry], *, speed: float) -> Accounting:
+def still_queued(fleet_dir: Path) -> set[tuple[str, int]]:
+    """(gateway, seq) of every message still in a gateway's outbox after the run: not
+    delivered (yet), so not lost."""
+    from mimamori.edge.outbox import Outbox
+
+    out: set[tuple[str, int]] = set()
+    for path in sorted((fleet_dir / "outboxes").glob("*.sqlite")):
+        with Outbox(path=path, synchronous="OFF", check=False) as ob:
+            out.update((path.stem, p.seq) for p in ob.pending(limit=10**9))
+    return out
+
+
+def account(
+    dsn: str, entries: list[Entry], *, speed: float, queued: set[tuple[str, int]] | None = None
+) -> Accounting:
     """Compare the gateways' ledgers with the database's receipts and rows."""
     import psycopg
 
@@ -192,7 +207,7 @@ def account(dsn: str, entries: list[Entry], *, speed: float) -> Accounting:
         cats: dict[str, int] = dict(
             conn.execute("SELECT category, count(*) FROM alerts GROUP BY 1").fetchall()
         )
-    lost = 0
+    lost = undelivered = 0
     latencies: list[float] = []
     committed_rows = 0
     expected_flow_rows = 0
@@ -203,7 +218,10 @@ def account(dsn: str, entries: list[Entry], *, speed: float) -> Accounting:
         seen.add(key)
         got = receipts.get(key)
         if got is None:
-            lost += 1
+            if queued is not None and key in queued:
+                undelivered += 1
+            else:
+                lost += 1
             continue
         committed_rows += e.rows
         if e.kind == "flows":
@@ -223,7 +241,8 @@ def account(dsn: str, entries: list[Entry], *, speed: float) -> Accounting:
     )
     commits = [v[2] for v in receipts.values()]
     return Accounting(
-        numbered=len(entries), committed=len(entries) - lost, rows=committed_rows, lost=lost,
+        numbered=len(entries), committed=len(entries) - lost - undelivered,
+        rows=committed_rows, lost=lost, undelivered=undelivered,
         duplicated=duplicated, extra_receipts=extra, latencies=latencies,
         first_commit=min(commits) if commits else None,
         last_commit=max(commits) if commits else None,
@@ -245,6 +264,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=["auto", "postgresql", "timescaledb"], default="auto")
     p.add_argument("--local-hour", type=float, default=REFERENCE_HOUR)
     p.add_argument("--scenario", action="append", default=[])
+    p.add_argument("--drain", type=float, default=600.0,
+                   help="seconds to wait for the outboxes to drain after the run")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-uplink", action="store_true", help="skip the site-day uplink figure")
     p.add_argument("--keep", action="store_true", help="keep the working directory")
@@ -280,7 +301,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             gateways=args.gateways, devices=args.devices, minutes=args.minutes,
             speed=args.speed, scenarios=tuple(args.scenario), port=broker.port,
             prefix="bench", workers=args.workers, workdir=str(workdir / "fleet"),
-            local_hour=args.local_hour,
+            local_hour=args.local_hour, drain_s=args.drain,
         )  # fmt: skip
         register_fleet(pg.dsn, config)
         ingesters = _start_ingesters(args.ingesters, dsn=pg.dsn, port=broker.port, workdir=workdir)
@@ -298,6 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with ProgressBar(enabled=True) as bar:
                 result: FleetResult = run_fleet(config, progress=bar.update)
             entries = list(result.entries())
+            drained_at = time.time()
             wait_settled(pg.dsn, expected=len(entries), timeout=120)
         finally:
             sampler.stop()
@@ -308,7 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        acc = account(pg.dsn, entries, speed=args.speed)
+        acc = account(pg.dsn, entries, speed=args.speed, queued=still_queued(workdir / "fleet"))
         storage_name = pg.storage
     uplink = {} if args.no_uplink else site_day_uplink(devices=args.devices, workdir=workdir)
     run_s = args.minutes * 60.0 / args.speed
@@ -331,9 +353,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "extra_receipts": acc.extra_receipts,
         "quarantined": acc.quarantined,
         "alerts": acc.alerts,
-        "undelivered_in_outboxes": result.undelivered,
+        "undelivered_in_outboxes": acc.undelivered,
         "power_cuts": result.power_cuts,
         "wall_s": round(result.wall_s, 1),
+        "drain_s": round(drained_at - result.clock.wall_start - run_s, 1),
+        "connect_s": round(result.connect_s, 1),
         "uplink_bytes_per_site_day": uplink.get("total"),
         "uplink_by_kind": {k: v for k, v in uplink.items() if k != "total"},
         "resources": {role: u.summary() for role, u in sampler.usage.items()},
