@@ -161,6 +161,7 @@ def test_canary_events(mpy: dict[str, tuple[bool, str, Facts]]) -> None:
     outage = f["canary_after_outage"]
     assert (outage["port"], outage["src_ip"], outage["src_port"]) == (23, "192.168.1.77", 41000)
     assert outage["age_ms"] > 1000
+    assert f["qos_by_kind"] == {"canary": 1, "heartbeat": 0, "self_report": 0}
 
 
 def test_hmac_matches_cpython(mpy: dict[str, tuple[bool, str, Facts]]) -> None:

@@ -117,7 +117,11 @@ class PahoUmqtt:
         info = self._c.publish(topic.decode(), bytes(msg), qos, retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise OSError(errno.ECONNRESET, "publish failed")
-        while self._c.want_write():
+        deadline = time.monotonic() + 5
+        # umqtt.simple returns once the bytes are written, at QoS 1 once PUBACK arrived.
+        while self._c.want_write() or (qos and not info.is_published()):
+            if time.monotonic() > deadline:
+                raise OSError(errno.ETIMEDOUT, "no PUBACK")
             self._loop(0.05)
 
     def subscribe(self, topic: bytes, qos: int = 0) -> None:

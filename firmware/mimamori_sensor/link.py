@@ -105,10 +105,14 @@ class Session:
             raise LinkError("mqtt connect: " + repr(exc))
         self._client = client
 
-    def publish(self, topic: bytes, view: memoryview, n: int) -> None:
-        """Send ``view[:n]`` at QoS 0 (the slice is umqtt's one small allocation here)."""
+    def publish(self, topic: bytes, view: memoryview, n: int, qos: int = 0) -> None:
+        """Send ``view[:n]``; with ``qos=1`` return only once the broker acknowledged it.
+
+        The slice is this call's one small allocation (umqtt needs an object of the
+        message's length).
+        """
         try:
-            self._client.publish(topic, view[:n])
+            self._client.publish(topic, view[:n], False, qos)
         except (OSError, AttributeError) as exc:
             self.close()
             raise LinkError("mqtt publish: " + repr(exc))

@@ -147,8 +147,9 @@ class Supervisor:
             port=c.ev_port[slot], src_ip=c.ev_src_ip[slot], src_port=c.ev_src_port[slot],
             age_ms=self.clock.ticks_diff(now, c.ev_ticks[slot]), dropped=c.dropped,
         )
-        self.session.publish(r.topic_canary, r.out.mv, n)
-        # Forget the event only once it is on the wire: a failed publish keeps it.
+        # QoS 1: a touch is the node's most important news, so it waits for the broker's
+        # PUBACK and forgets the event only then (a failed publish keeps it for later).
+        self.session.publish(r.topic_canary, r.out.mv, n, 1)
         c.pop()
         self._last_tx_s = self.uptime_s
 

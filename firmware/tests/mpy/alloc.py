@@ -19,7 +19,7 @@ class CountingSession:
     def open(self, subscribe) -> None:
         pass
 
-    def publish(self, topic, view, n) -> None:
+    def publish(self, topic, view, n, qos=0) -> None:
         self.messages += 1
         self.bytes += n
         i = 0

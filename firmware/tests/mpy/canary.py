@@ -38,3 +38,8 @@ socket.touch(23, "192.168.1.77", 41000)
 node.supervisor.run(iterations=3)         # two refused connects, then back up
 fact("reconnects", node.supervisor.reconnects)
 fact("canary_after_outage", node.published("canary")[-1])
+# Canary events go at QoS 1 (acknowledged), heartbeats and self-reports at QoS 0.
+kinds = {}
+for (topic, _), qos in zip(node.broker.published, node.broker.qos):
+    kinds[topic.decode().rsplit("/", 1)[1]] = qos
+fact("qos_by_kind", kinds)

@@ -15,6 +15,7 @@ class Broker:
 
     def __init__(self) -> None:
         self.published: list = []      # (topic bytes, payload bytes)
+        self.qos: list = []            # QoS of each published message
         self.subscriptions: list = []
         self.inbox: list = []          # (topic bytes, payload bytes) to deliver
         self.refuse = 0                # refuse this many CONNECTs
@@ -64,6 +65,7 @@ class MQTTClient:
         if broker.fail_publish_after > 0:
             broker.fail_publish_after -= 1
         broker.published.append((bytes(topic), bytes(msg)))
+        broker.qos.append(qos)
 
     def subscribe(self, topic, qos=0) -> None:
         broker.subscriptions.append(bytes(topic))
