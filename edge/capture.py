@@ -20,6 +20,7 @@ Errors: every failure of this module and of :mod:`.discovery` is a :class:`Captu
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import queue
 import threading
@@ -214,6 +215,7 @@ class LiveCapture:
         self.error: BaseException | None = None
         self._meter_thread: threading.Thread | None = None
         self._running = threading.Event()
+        self._children_before: set[multiprocessing.process.BaseProcess] = set()
 
     def _put(self, item: Item) -> None:
         try:
@@ -242,17 +244,31 @@ class LiveCapture:
     def start(self) -> None:
         """Start metering and listening (raises :class:`CaptureError` if it cannot)."""
         self._running.set()
+        self._children_before = set(multiprocessing.active_children())
         if self.listener is not None:
             self.listener.emit = self._put_event
             self.listener.start()
         self._meter_thread = threading.Thread(target=self._meter_loop, name="meter", daemon=True)
         self._meter_thread.start()
 
-    def stop(self) -> None:
-        """Stop listening; nfstream's meter processes end with the process (daemons)."""
+    def stop(self, *, timeout: float = 5.0) -> None:
+        """Stop listening and end nfstream's meter processes.
+
+        nfstream offers no way to stop a live meter, and its iterator blocks until a flow
+        arrives, so the meter processes it started (children of this process that did not
+        exist before :meth:`start`) are terminated, then killed after ``timeout``.
+        """
         self._running.clear()
         if self.listener is not None:
             self.listener.stop()
+        meters = [p for p in multiprocessing.active_children() if p not in self._children_before]
+        for proc in meters:
+            proc.terminate()
+        for proc in meters:
+            proc.join(timeout=timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=timeout)
 
     @property
     def alive(self) -> bool:

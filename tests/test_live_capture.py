@@ -8,6 +8,7 @@ discovery listener both deliver, through :class:`LiveCapture` into a real pipeli
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import socket
 import subprocess
@@ -143,7 +144,16 @@ def test_live_capture_delivers_flows_and_discovery(veth: tuple[str, str, str, st
     runner = threading.Thread(target=live.run, args=(pipeline,), kwargs={"stop": stop})
     runner.start()
     try:
-        time.sleep(1.5)  # the meter process needs a moment to open the interface
+        # The meter process takes a while to open the interface (longer on a busy
+        # machine): send probes until one comes out as a flow, then the real traffic.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(
+            isinstance(r, FlowRecord) and r.dst_port == 9998 for r in engine.seen
+        ):
+            probe.sendto(b"probe", (FAR_IP, 9998))
+            time.sleep(0.3)
+        probe.close()
         subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-c", _CLIENT, NEAR_IP, far, far_mac],
             check=True,
@@ -162,6 +172,7 @@ def test_live_capture_delivers_flows_and_discovery(veth: tuple[str, str, str, st
         runner.join(timeout=10)
         live.stop()
         server.close()
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]  # meters ended
     assert live.error is None
     assert live.listener is not None and live.listener.kernel_filter
     tcp = [r for r in engine.seen if isinstance(r, FlowRecord) and r.dst_port == 8765]
