@@ -45,12 +45,16 @@ class FakeGateway:
         self.acks: list[Ack] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{tenant}-{gateway}",
+            CallbackAPIVersion.VERSION2, client_id=f"{tenant}-{gateway}-{id(self):x}",
             protocol=mqtt.MQTTv5,
         )  # fmt: skip
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        deadline = time.monotonic() + 10
+        while not self.client.is_connected():
+            assert time.monotonic() < deadline, "fake gateway cannot connect"
+            time.sleep(0.02)
         info = self.client.subscribe(topics.ack(tenant, gateway), qos=1)
         assert info[0] == mqtt.MQTT_ERR_SUCCESS
         time.sleep(0.2)
@@ -339,3 +343,29 @@ def test_backpressure_bounds_what_is_taken_while_the_database_stalls(
         gw.wait_acked(seqs, timeout=60)
     blocker.close()
     assert _count(db.dsn, "SELECT count(*) FROM heartbeats") == 200
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_broker_restart_ingester_reconnects(env: Any, topic_prefix: str, broker: Any) -> None:
+    db, gw, settings = env
+    with IngesterThread(settings=settings, subscription=tenant_subscription(topic_prefix)) as ing:
+        gw.publish(heartbeat(SEQ0 + 1))
+        gw.wait_acked({SEQ0 + 1})
+        broker.restart(downtime=0.5)  # no persistence: the broker forgets every session
+        gw2 = FakeGateway(broker.port, topic_prefix, "gw1")  # subscribes to its acks again
+        try:
+            gw2.publish(heartbeat(SEQ0 + 2))
+            # Like a gateway: re-send until acked (the ingester may not be back yet).
+            deadline = time.monotonic() + 30
+            while SEQ0 + 2 not in gw2.acked and time.monotonic() < deadline:
+                time.sleep(1.0)
+                gw2.resend_unacked()
+            gw2.wait_acked({SEQ0 + 2})
+        finally:
+            gw2.close()
+    reconnects = ing.metrics.registry.get_sample_value(
+        "mimamori_ingest_reconnects_total", {"peer": "broker"}
+    )
+    assert reconnects is not None and reconnects >= 1
+    assert _count(db.dsn, "SELECT count(*) FROM heartbeats") == 2
