@@ -34,6 +34,7 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class EngineConfig(_Section):
     suppress_s: Seconds
+    suppress_posture_s: Seconds
     max_tracked: PosInt
     housekeeping_s: Seconds
 

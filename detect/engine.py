@@ -7,8 +7,9 @@ end of a capture. Every call returns the alerts raised by it. The engine holds n
 takes the clock from its arguments only: ``now`` is the latest time seen in a record or
 a tick, so a replay gives the same alerts as live traffic would.
 
-An alert whose ``dedup_key`` was raised within ``engine.suppress_s`` is dropped unless
-it is more severe than the one raised before (an escalation is news).
+An alert whose ``dedup_key`` was raised within ``engine.suppress_s`` (a day,
+``suppress_posture_s``, for info and low findings) is dropped unless it is more severe
+than the one raised before (an escalation is news).
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from mimamori.detect.malware import MalwareTrafficRule
 from mimamori.detect.new_device import NewDeviceRule
 from mimamori.detect.posture import CleartextRule, ExposureRule, OldOsRule
 from mimamori.detect.scan import ScanRule
-from mimamori.protocol import SEVERITIES, Alert, ArpEvent, DiscoveryEvent, FlowRecord
+from mimamori.protocol import (
+    PAGING_SEVERITIES,
+    SEVERITIES,
+    Alert,
+    ArpEvent,
+    DiscoveryEvent,
+    FlowRecord,
+)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -124,7 +132,9 @@ class Engine:
         if self.now - self._last_housekeeping < self.config.engine.housekeeping_s:
             return []
         self._last_housekeeping = self.now
-        horizon = self.now - self.config.engine.suppress_s
+        horizon = self.now - max(
+            self.config.engine.suppress_s, self.config.engine.suppress_posture_s
+        )
         for key in [k for k, (t, _) in self._raised.items() if t < horizon]:
             del self._raised[key]
         return self._run(lambda rule: rule.tick(self.now))
@@ -155,10 +165,15 @@ class Engine:
 
     def _admit(self, alert: Alert) -> bool:
         rank = _RANK[alert.severity]
+        window = (
+            self.config.engine.suppress_s
+            if alert.severity in PAGING_SEVERITIES
+            else self.config.engine.suppress_posture_s
+        )
         previous = self._raised.get(alert.dedup_key)
         if previous is not None:
             at, old_rank = previous
-            if alert.detected_at - at < self.config.engine.suppress_s and rank <= old_rank:
+            if alert.detected_at - at < window and rank <= old_rank:
                 self.stats.suppressed += 1
                 return False
         self._raised[alert.dedup_key] = (alert.detected_at, rank)

@@ -508,7 +508,7 @@ def test_new_device_after_learning() -> None:
 
 
 def test_suppression_and_escalation() -> None:
-    eng = Engine(home_net=HOME, config={"engine": {"suppress_s": 100}})
+    eng = Engine(home_net=HOME, config={"engine": {"suppress_s": 100, "suppress_posture_s": 150}})
     name = "e1aa8f8fdb1bbe8d5e04952141f7d4f82c7e3b06dcc8b87fad7a.t.example.com"
     first = eng.on_flow(dns(name, t=T0))
     again = eng.on_flow(dns(name, t=T0 + 10, port=40001))
@@ -517,7 +517,7 @@ def test_suppression_and_escalation() -> None:
     assert [a.severity for a in first] == ["low"]
     assert again == []  # same dedup_key within suppress_s
     assert [a.severity for a in louder] == ["high"]  # an escalation is news
-    assert [a.severity for a in later] == ["low"]  # window over
+    assert [a.severity for a in later] == ["low"]  # the posture window (150 s) is over
     assert eng.stats.suppressed == 1
     assert first[0].dedup_key == later[0].dedup_key == "dns_tunnel:192.168.1.10:example.com"
 

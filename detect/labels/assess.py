@@ -183,7 +183,9 @@ def assess(ev: DeviceEvidence, *, catalogue: Catalogue, now: float) -> Label:
     )
 
 
-def _advice(failed: list[CriterionResult], kind: Kind, catalogue: Catalogue) -> list[dict[str, str]]:
+def _advice(
+    failed: list[CriterionResult], kind: Kind, catalogue: Catalogue
+) -> list[dict[str, str]]:
     kinds = {e.kind for r in failed for e in r.evidence}
     out: list[dict[str, str]] = []
     for key in ADVICE_ORDER:
