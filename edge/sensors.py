@@ -337,7 +337,13 @@ class Relay:
         self._clock = clock
         self._host, self._port = host, port
         self._subscribed = threading.Event()
-        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)
+        # A persistent session (fixed client id, clean_session off): while the relay
+        # restarts, the site listener keeps the QoS 1 messages (canary events) for it.
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+        )
         client.username_pw_set(RELAY_USER, password)
         if ssl_context is not None:
             client.tls_set_context(ssl_context)

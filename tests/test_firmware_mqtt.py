@@ -268,12 +268,18 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
         yield box
 
 
-@pytest.fixture
-def relay(site: SiteBroker, outbox: Outbox) -> Iterator[Relay]:
+def make_relay(site: SiteBroker, outbox: Outbox, client_id: str) -> Relay:
     r = Relay(host="127.0.0.1", port=site.port, password=site.relay_password, gateway=GATEWAY,
-              outbox=outbox, known=dict(site.creds), client_id=f"relay-{os.getpid()}")  # fmt: skip
+              outbox=outbox, known=dict(site.creds), client_id=client_id)  # fmt: skip
     r.start()
     assert r.wait_ready(), "relay did not subscribe to the site listener"
+    return r
+
+
+@pytest.fixture
+def relay(site: SiteBroker, outbox: Outbox, tmp_path: Path) -> Iterator[Relay]:
+    # Relays keep persistent sessions: a client id of its own per test.
+    r = make_relay(site, outbox, f"relay-{tmp_path.name}")
     yield r
     r.stop()
 
@@ -477,3 +483,23 @@ def test_signed_config_update_reaches_the_sensor(
     assert sup.verifier.last_reason == "bad_mac"
     assert sup.settings.heartbeat_s == 300
     sup.session.close()
+
+
+def test_canary_events_wait_for_a_restarting_relay(
+    site: SiteBroker, outbox: Outbox, tmp_path: Path
+) -> None:
+    client_id = f"relay-{tmp_path.name}"
+    first = make_relay(site, outbox, client_id)
+    sup = node(site, tmp_path)
+    sup.run(iterations=1)
+    wait_for(lambda: first.counters["relayed"] >= 2)
+    first.stop()  # the gateway's relay restarts (an upgrade, a crash)
+    with socket.create_connection(("127.0.0.1", sup.canary.listening()[0]), timeout=5):
+        sup.run(iterations=1)  # the touch is published at QoS 1 while no relay listens
+    second = make_relay(site, outbox, client_id)
+    try:
+        wait_for(lambda: second.counters["relayed"] >= 1)
+    finally:
+        second.stop()
+        sup.session.close()
+    assert [m.sensor_kind for m in relayed(outbox)] == ["self_report", "heartbeat", "canary"]
