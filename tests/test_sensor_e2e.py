@@ -8,7 +8,10 @@ sensor_offline alerts.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,24 @@ from mimamori.cloud.sensors import SensorSeen, canary_alert, offline_alerts
 from mimamori.cloud.settings import Settings
 from mimamori.cloud.testing import IngesterThread, prepare_database, tenant_subscription
 from mimamori.edge.outbox import Outbox
-from mimamori.edge.publisher import Backoff, Publisher
+from mimamori.edge.publisher import Backoff, Publisher, drive
 from mimamori.edge.sensors import Relay
 from mimamori.protocol import SensorMessage
 from mimamori.simulators.services import Mosquitto
 from test_firmware_mqtt import FRONT, GATEWAY, SiteBroker, node, site, wait_for  # noqa: F401
-from test_publisher import running
+
+
+@contextlib.contextmanager
+def running(publisher: Publisher) -> Iterator[None]:
+    """The gateway's publisher loop in a thread, stopped (and drained) on exit."""
+    stop = threading.Event()
+    thread = threading.Thread(target=drive, args=([publisher], stop), kwargs={"drain": 1.0})
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(15)
 
 
 def test_canary_touch_reaches_the_database_and_becomes_an_alert(
