@@ -227,7 +227,9 @@ def main(argv: list[str]) -> int:
         print("mimamori replay: --interval must be in 1..3600", file=sys.stderr)
         return 2
     try:
-        result = replay(args.pcap, home_net=nets, interval=args.interval)
+        from mimamori.edge.evidence import label_replay
+
+        result = replay(args.pcap, home_net=nets, interval=args.interval, labeler=label_replay)
     except CaptureError as exc:
         print(f"mimamori replay: {exc}", file=sys.stderr)
         return 1

@@ -240,7 +240,9 @@ def test_replay_json_command(shared_data: Path) -> None:
     assert code == 0
     doc = json.loads(out.getvalue())
     assert set(doc) >= {"alerts", "devices", "stats", "labels"}
-    assert doc["labels"] == []
+    # One label per inventoried device (docs/labels.md).
+    assert {lab["mac"] for lab in doc["labels"]} == {d["mac"] for d in doc["devices"]}
+    assert all({"mac", "outcome", "criteria"} <= set(lab) for lab in doc["labels"])
     assert {"packets", "flows", "bytes_metered", "bytes_uplink"} <= set(doc["stats"])
     macs = {d["mac"]: d for d in doc["devices"]}
     assert macs["dc:a6:32:10:0c:2d"]["vendor"] == "Raspberry Pi Trading Ltd"

@@ -1,0 +1,235 @@
+"""Device labels at the edge: real captures through the replay pipeline, and the pure
+assessment on hand-built evidence (table-driven)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mimamori.detect.errors import ConfigError
+from mimamori.detect.labels import (
+    OUTCOMES,
+    DeviceEvidence,
+    Observer,
+    assess,
+    load_catalogue,
+    parse_catalogue,
+)
+from mimamori.edge.evidence import EvidenceCollector, label_replay
+from mimamori.edge.replay import replay
+from mimamori.edge.summaries import DEFAULT_HOME_NET
+from mimamori.protocol import Device, FlowRecord
+
+CAT = load_catalogue()
+NOW = 1_700_000_000.0
+
+
+def _by_mac(labels: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {label["mac"]: label for label in labels}
+
+
+def _status(label: dict[str, Any], cid: str) -> dict[str, Any]:
+    return next(c for c in label["criteria"] if c["id"] == cid)
+
+
+# --- catalogue -------------------------------------------------------------------------
+
+
+def test_catalogue_lists_the_sixteen_star1_requirements() -> None:
+    assert [c.id for c in CAT.criteria] == [f"S1.1-{n:02d}" for n in range(1, 17)]
+    for c in CAT.criteria:
+        assert c.etsi and c.summary_ja and c.summary_en
+        if c.network == "no":
+            assert c.reason, c.id
+    assert {c.id for c in CAT.criteria if c.decisive} == {"S1.1-10", "S1.1-11"}
+
+
+def test_catalogue_validation_refuses_a_missing_requirement() -> None:
+    import tomllib
+    from importlib import resources
+
+    doc = tomllib.loads(
+        resources.files("mimamori.detect.labels").joinpath("catalogue.toml").read_text("utf-8")
+    )
+    doc["criterion"] = doc["criterion"][1:]
+    with pytest.raises(ConfigError, match=r"S1\.1-01\.\.S1\.1-16"):
+        parse_catalogue(doc)
+
+
+# --- captures through replay ------------------------------------------------------------
+
+
+def test_telnet_server_and_client_fail_with_evidence(shared_data: Path) -> None:
+    result = replay(
+        [str(shared_data / "pcap/benign/cleartext/telnet_session.pcap")], labeler=label_replay
+    )
+    labels = _by_mac(result.labels)
+    server = labels["00:00:c0:9f:a0:97"]  # 192.168.0.1 answers on port 23
+    assert server["outcome"] == "does_not_meet"
+    for cid in ("S1.1-10", "S1.1-11"):
+        crit = _status(server, cid)
+        assert crit["status"] == "fail"
+        assert any(
+            e["kind"] == "cleartext_service" and "23" in e["detail"] for e in crit["evidence"]
+        )
+    assert any("Telnet" in a["en"] for a in server["advice"])
+    client = labels["00:a0:cc:3b:bf:fa"]
+    assert _status(client, "S1.1-10")["status"] == "fail"
+    assert _status(client, "S1.1-11")["status"] != "fail"  # using Telnet is not serving it
+
+
+def test_smbv1_fails_unneeded_services(shared_data: Path) -> None:
+    result = replay([str(shared_data / "pcap/benign/cleartext/smbv1.pcap")], labeler=label_replay)
+    failing = [label for label in result.labels if _status(label, "S1.1-11")["status"] == "fail"]
+    assert failing
+    evidence = [e for lab in failing for e in _status(lab, "S1.1-11")["evidence"]]
+    assert any(e["kind"] == "legacy_service" and "SMBv1" in e["detail"] for e in evidence)
+    assert all(lab["outcome"] == "does_not_meet" for lab in failing)
+
+
+@pytest.mark.parametrize(
+    ("capture", "mac", "kind", "outcome"),
+    [
+        ("dlink_cam.pcap", "b0:c5:54:25:5b:0e", "camera", "does_not_meet"),
+        ("hue_bridge.pcap", "00:17:88:24:76:ff", "hub", "does_not_meet"),
+        ("tplink_hs110.pcap", "50:c7:bf:00:c7:03", "plug", "meets_star1_observed"),
+        ("withings.pcap", "00:24:e4:24:80:2a", "health", "does_not_meet"),
+    ],
+)
+def test_iot_setup_captures_get_identity_and_outcome(
+    shared_data: Path, capture: str, mac: str, kind: str, outcome: str
+) -> None:
+    result = replay([str(shared_data / "pcap/benign/iot_setup" / capture)], labeler=label_replay)
+    label = _by_mac(result.labels)[mac]
+    assert label["vendor"] or label["model"]
+    assert label["kind"] == kind
+    assert label["outcome"] == outcome
+    assert label["outcome"] in OUTCOMES
+    if outcome == "does_not_meet":
+        assert label["reasons"] and label["advice"]
+        assert all(a["ja"] and a["en"] for a in label["advice"])
+
+
+def test_hue_bridge_announces_an_outdated_kernel(shared_data: Path) -> None:
+    result = replay(
+        [str(shared_data / "pcap/benign/iot_setup/hue_bridge.pcap")], labeler=label_replay
+    )
+    crit = _status(_by_mac(result.labels)["00:17:88:24:76:ff"], "S1.1-06")
+    assert crit["status"] == "fail"
+    assert any(e["kind"] == "outdated" and "Linux/3.14" in e["detail"] for e in crit["evidence"])
+
+
+def test_raw_records_and_summaries_agree_on_the_telnet_server(shared_data: Path) -> None:
+    """The edge collector over FlowRecords finds what the summaries path finds."""
+    path = str(shared_data / "pcap/benign/cleartext/telnet_session.pcap")
+    result = replay([path], keep_records=True)
+    collector = EvidenceCollector(home_net=DEFAULT_HOME_NET)
+    for device in result.devices:
+        collector.on_device(device)
+    for rec in result.records:
+        collector.on_flow(rec)
+    labels = {lab.mac: lab for lab in collector.labels(now=NOW)}
+    server = labels["00:00:c0:9f:a0:97"]
+    assert server.outcome == "does_not_meet"
+    assert {c.id for c in server.criteria if c.status == "fail"} == {"S1.1-10", "S1.1-11"}
+
+
+def test_replay_json_prints_labels(shared_data: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mimamori.cli", "replay", "--json",
+         str(shared_data / "pcap/benign/cleartext/telnet_session.pcap")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    labels = json.loads(out)["labels"]
+    assert {lab["mac"] for lab in labels} == {"00:00:c0:9f:a0:97", "00:a0:cc:3b:bf:fa"}
+    for lab in labels:
+        assert lab["outcome"] in OUTCOMES
+        assert all({"id", "status", "evidence"} <= set(c) for c in lab["criteria"])
+
+
+# --- pure assessment --------------------------------------------------------------------
+
+
+def test_a_device_without_evidence_stays_insufficient() -> None:
+    label = assess(DeviceEvidence(mac="02:00:00:00:00:01"), catalogue=CAT, now=NOW)
+    assert label.outcome == "insufficient_evidence"
+    assert {c.status for c in label.criteria} == {"unknown"}
+    assert all(c.reason for c in label.criteria)
+    assert label.assessed_at == NOW
+
+
+def test_a_barely_seen_device_stays_insufficient() -> None:
+    obs = Observer(catalogue=CAT)
+    obs.flow("02:00:00:00:00:02", role="client", peer="internet", app="TLS", port=443,
+             ts=NOW, name="example.net")  # fmt: skip
+    label = assess(obs.devices["02:00:00:00:00:02"], catalogue=CAT, now=NOW)
+    assert _status(label.to_dict(), "S1.1-10")["status"] == "pass"
+    assert _status(label.to_dict(), "S1.1-11")["status"] == "unknown"
+    assert label.outcome == "insufficient_evidence"
+
+
+@pytest.mark.parametrize(
+    ("flow", "failing"),
+    [
+        # Telnet answered from the internet: exposed management and cleartext.
+        (
+            {"role": "server", "peer": "internet", "app": "Telnet", "port": 23},
+            {"S1.1-01", "S1.1-10", "S1.1-11"},
+        ),
+        # Plain-HTTP admin page on the LAN.
+        ({"role": "server", "peer": "lan", "app": "HTTP", "port": 80}, {"S1.1-10"}),
+        # nDPI calls an SSL 3 handshake "SSL".
+        ({"role": "client", "peer": "internet", "app": "SSL", "port": 443}, {"S1.1-10"}),
+        # An unknown app on the FTP port, served: judged by the port.
+        ({"role": "server", "peer": "lan", "app": "Unknown", "port": 21}, {"S1.1-10", "S1.1-11"}),
+        # STUN replies look inbound but expose nothing.
+        ({"role": "server", "peer": "internet", "app": "STUN", "port": 3478}, set()),
+    ],
+)
+def test_flow_findings_map_to_criteria(flow: dict[str, Any], failing: set[str]) -> None:
+    obs = Observer(catalogue=CAT)
+    obs.flow("02:00:00:00:00:03", ts=NOW, **flow)
+    label = assess(obs.devices["02:00:00:00:00:03"], catalogue=CAT, now=NOW)
+    assert {c.id for c in label.criteria if c.status == "fail"} == failing
+    assert (label.outcome == "does_not_meet") == bool(failing)
+
+
+def test_phones_are_labelled_for_information_and_impact_ranks_cameras_first() -> None:
+    obs = Observer(catalogue=CAT)
+    for mac, model in (("02:00:00:00:00:04", "DCS-935L"), ("02:00:00:00:00:05", "HS110(EU)")):
+        obs.device(Device(mac=mac, model=model, first_seen=NOW, last_seen=NOW))
+        obs.flow(mac, role="server", peer="lan", app="Telnet", port=23, ts=NOW)
+    obs.device(Device(mac="02:00:00:00:00:06", os_hint="Android 12", first_seen=NOW,
+                      last_seen=NOW))  # fmt: skip
+    from mimamori.detect.labels import assess_all
+
+    labels = assess_all(obs.devices, catalogue=CAT, now=NOW)
+    assert [lab.kind for lab in labels] == ["camera", "plug", "phone"]
+    assert labels[0].priority > labels[1].priority
+    assert not labels[2].iot and labels[2].note
+    assert "カメラ" in labels[0].advice[0]["ja"]
+
+
+def test_vendor_update_contact_over_tls_supports_updates() -> None:
+    obs = Observer(catalogue=CAT)
+    obs.flow("02:00:00:00:00:07", role="client", peer="internet", app="TLS", port=443,
+             ts=NOW, name="devs.tplinkcloud.com")  # fmt: skip
+    label = assess(obs.devices["02:00:00:00:00:07"], catalogue=CAT, now=NOW).to_dict()
+    assert _status(label, "S1.1-06")["status"] == "pass"
+    assert _status(label, "S1.1-07")["status"] == "pass"
+
+
+def test_collector_ignores_unanswered_inbound_and_counts_garbage() -> None:
+    col = EvidenceCollector(home_net=DEFAULT_HOME_NET)
+    probe = FlowRecord(first_seen=NOW, last_seen=NOW, src_ip="203.0.113.9", src_port=40000,
+                       dst_ip="192.168.1.20", dst_port=23, proto=6, dst_mac="02:00:00:00:00:08",
+                       pkts_src2dst=1, app="Telnet", syn=1)  # fmt: skip
+    col.on_flow(probe)
+    assert "02:00:00:00:00:08" not in col.observer.devices  # the probe was never answered
+    col.on_flow(FlowRecord(first_seen=NOW, last_seen=NOW, src_ip="bogus", src_port=1,
+                           dst_ip="also-bogus", dst_port=2, proto=17))  # fmt: skip
+    assert col.bad_records == 1
