@@ -238,6 +238,10 @@ def test_main_and_posture(mpy: dict[str, tuple[bool, str, Facts]]) -> None:
         "config.json: hmac_key is not hex",
         "config.json: hmac_key shorter than 16 bytes",
         "config.json: missing mqtt_password",
+        "setting out of range: heartbeat_s",
+        "watchdog_s must be 2-8 (the Pico W cannot wait longer)",
+        "canary_ports: at most 8 ports in 1-65535",
+        "canary_ports: at most 8 ports in 1-65535",
     ]
 
 

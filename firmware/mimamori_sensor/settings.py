@@ -18,6 +18,8 @@ HEARTBEAT_S = 60
 #: Ports the canary listens on: telnet, HTTP, SMB, Modbus/TCP and RDP are what worms,
 #: ransomware operators and scanners probe first on a small office LAN.
 CANARY_PORTS = (23, 80, 445, 502, 3389)
+#: Most canary listeners: each takes a socket, and lwIP has few (ESP-IDF's default is 10).
+MAX_CANARY_PORTS = 8
 #: Seconds the hardware watchdog waits for a feed before resetting the board. 8 because
 #: the rp2 (Pico W) watchdog cannot wait longer than 8.3 s; every blocking step must stay
 #: under it (see CONNECT_TIMEOUT_S; Wi-Fi joins are polled and feed the watchdog).
@@ -74,12 +76,17 @@ class Settings:
             raise ConfigError("config.json: hmac_key is not hex")
         if len(self.hmac_key) < 16:
             raise ConfigError("config.json: hmac_key shorter than 16 bytes")
-        ports = doc.get("canary_ports", CANARY_PORTS)
-        self.canary_ports = tuple(int(p) for p in ports)
+        ports = tuple(int(p) for p in doc.get("canary_ports", CANARY_PORTS))
+        if len(ports) > MAX_CANARY_PORTS or any(p < 1 or p > 65535 for p in ports):
+            raise ConfigError("canary_ports: at most 8 ports in 1-65535")
+        self.canary_ports = ports
         self.watchdog_s = int(doc.get("watchdog_s", WATCHDOG_S))
+        if not 2 <= self.watchdog_s <= WATCHDOG_S:
+            raise ConfigError("watchdog_s must be 2-8 (the Pico W cannot wait longer)")
         # Mutable settings: provisioned value, then whatever an accepted update set.
-        self.heartbeat_s = int(doc.get("heartbeat_s", HEARTBEAT_S))
+        self.heartbeat_s = HEARTBEAT_S
         self.canary_enabled = 1
+        self.apply({"heartbeat_s": int(doc.get("heartbeat_s", HEARTBEAT_S))})
         self.counter = int(state.get("counter", 0))
         self.apply(state.get("settings", {}))
 

@@ -33,7 +33,8 @@ del sys.modules["webrepl"]
 
 errors = []
 for bad in ({"sensor_id": "Bad/Id"}, {"hmac_key": "zz"}, {"hmac_key": "00" * 8},
-            {"mqtt_password": ""}):
+            {"mqtt_password": ""}, {"heartbeat_s": 5}, {"watchdog_s": 30},
+            {"canary_ports": [23, 70000]}, {"canary_ports": list(range(1, 10))}):
     try:
         Settings(dict(CONFIG, **bad), {})
         errors.append("accepted")
