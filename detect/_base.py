@@ -78,12 +78,15 @@ class Bounded(Generic[K, V]):
         return value
 
     def peek(self, key: K) -> V | None:
+        """The entry for ``key`` if present, without creating or touching it."""
         return self._data.get(key)
 
     def pop(self, key: K) -> None:
+        """Forget ``key`` (no error if absent)."""
         self._data.pop(key, None)
 
     def items(self) -> Iterator[tuple[K, V]]:
+        """A snapshot of the entries, oldest first (safe to pop while iterating)."""
         return iter(list(self._data.items()))
 
     def __len__(self) -> int:
@@ -103,16 +106,21 @@ class Rule:
         self.home = home
 
     def on_flow(self, rec: FlowRecord, now: float) -> list[Alert]:
+        """Read one expired flow; return the alerts it completes."""
         return []
 
     def on_arp(self, event: ArpEvent, now: float) -> list[Alert]:
+        """Read one ARP packet."""
         return []
 
     def on_discovery(self, event: DiscoveryEvent, now: float) -> list[Alert]:
+        """Read one discovery fact."""
         return []
 
     def tick(self, now: float) -> list[Alert]:
+        """Time passed: expire old state, run time-driven checks."""
         return []
 
     def finish(self, now: float) -> list[Alert]:
+        """End of input: report what is still pending."""
         return self.tick(now)

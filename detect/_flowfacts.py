@@ -61,6 +61,7 @@ def looks_reversed(rec: FlowRecord) -> bool:
 
 
 def duration(rec: FlowRecord) -> float:
+    """Seconds from the flow's first to its last packet (never negative)."""
     return max(0.0, rec.last_seen - rec.first_seen)
 
 

@@ -34,9 +34,11 @@ class HomeNet:
         return result
 
     def is_local(self, ip: str) -> bool:
+        """``ip`` is on the monitored LAN."""
         return self.kind(ip) == "local"
 
     def is_remote(self, ip: str) -> bool:
+        """``ip`` is a unicast address outside the LAN."""
         return self.kind(ip) == "remote"
 
 

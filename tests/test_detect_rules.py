@@ -318,6 +318,24 @@ def dns(
 
 
 @pytest.mark.parametrize(
+    ("name", "sub", "zone"),
+    [
+        ("a.b.example.com", "a.b", "example.com"),
+        ("www.example.co.jp", "www", "example.co.jp"),
+        ("example.co.jp", "", "example.co.jp"),
+        ("x.y.example.com.au", "x.y", "example.com.au"),
+        ("vaaaakardli.pirate.sea", "vaaaakardli", "pirate.sea"),
+        ("localhost", "", "localhost"),
+        ("Mixed.Case.Example.ORG.", "mixed.case", "example.org"),
+    ],
+)
+def test_split_zone(name: str, sub: str, zone: str) -> None:
+    from mimamori.detect.dns_tunnel import split_zone
+
+    assert split_zone(name) == (sub, zone)
+
+
+@pytest.mark.parametrize(
     ("records", "severity"),
     [
         ([dns("www.example.com")], None),
@@ -548,6 +566,20 @@ def test_rule_error_is_counted_not_raised() -> None:
     alerts = [a for r in recs for a in eng.on_flow(r)]
     assert alerts and eng.stats.rule_errors == 10
     assert "RuntimeError" in eng.stats.last_error
+
+
+def test_odd_records_are_skipped_not_fatal() -> None:
+    eng = Engine(home_net=HOME)
+    odd = [
+        flow(src_ip="not-an-ip", dst_ip="also-not"),
+        flow(src_ip="192.168.1.10", dst_ip="", dst_port=0, proto=0),
+        flow(src_mac="garbage", app="NetBIOS.SMBv1", dst_ip="192.168.1.20", dst_port=445),
+        flow(first_seen=T0 + 5, last_seen=T0),  # negative duration
+        flow(dns_query="." * 300, proto=17, dst_port=53, app="DNS"),
+    ]
+    alerts = [a for r in odd for a in eng.on_flow(r)]
+    assert eng.stats.rule_errors == 0 and eng.stats.flows == len(odd)
+    assert all(a.mac == "" for a in alerts)  # an unusable MAC is left out, not passed on
 
 
 def test_state_is_bounded() -> None:
