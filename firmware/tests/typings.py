@@ -17,7 +17,11 @@ DISTRIBUTIONS = ("micropython-esp32-stubs", "micropython-stdlib-stubs")
 def main(dest: pathlib.Path) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     for name in DISTRIBUTIONS:
-        for f in importlib.metadata.distribution(name).files or []:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            sys.exit(f"{name} is not installed: run scripts/bootstrap.sh (the dev extra)")
+        for f in dist.files or []:
             if f.suffix == ".pyi" or f.name == "VERSIONS":
                 target = dest / f
                 target.parent.mkdir(parents=True, exist_ok=True)
