@@ -421,6 +421,13 @@ def test_intel_matches() -> None:
     }
 
 
+def test_set_intel_swaps_indicators() -> None:
+    eng = Engine(home_net=HOME)
+    assert not eng.on_flow(flow())
+    eng.set_intel(Intel(ips=["203.0.113.5"]))
+    assert [a.category for a in eng.on_flow(flow(src_port=50001))] == ["intel_match"]
+
+
 # --- malware traffic -------------------------------------------------------------------
 
 
