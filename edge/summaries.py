@@ -159,55 +159,30 @@ class Summarizer:
         if self._start is None:
             self._start = self.align(now)
         self.flows += 1
-        src_local = self._kind(record.src_ip) == 1
-        dst_kind = self._kind(record.dst_ip)
+        r = record
+        # (initiator, responder): nfstream's src sent the first packet it saw, which is the
+        # responder when a timeout cut a long connection and the server spoke next.
+        if initiated_by_src(r):
+            a_mac, a_ip, b_mac, b_ip, service = r.src_mac, r.src_ip, r.dst_mac, r.dst_ip, r.dst_port
+            ab = (r.pkts_src2dst, r.pkts_dst2src, r.bytes_src2dst, r.bytes_dst2src)
+        else:
+            a_mac, a_ip, b_mac, b_ip, service = r.dst_mac, r.dst_ip, r.src_mac, r.src_ip, r.src_port
+            ab = (r.pkts_dst2src, r.pkts_src2dst, r.bytes_dst2src, r.bytes_src2dst)
+        a_local = self._kind(a_ip) == 1
+        b_kind = self._kind(b_ip)
         # The local end is the initiator unless only the responder is on the LAN.
-        if src_local and dst_kind:
+        if a_local and b_kind:
             direction, outbound = "lan", True
-        elif not src_local and dst_kind == 1:
+        elif not a_local and b_kind == 1:
             direction, outbound = "in", False
         else:
             direction, outbound = "out", True
         if outbound:
-            key: _Key = (
-                record.src_mac,
-                record.src_ip,
-                record.dst_ip,
-                record.dst_port,
-                record.proto,
-                direction,
-                record.app,
-                record.sni,
-            )
-            row = _Row(
-                record.pkts_src2dst,
-                record.pkts_dst2src,
-                record.bytes_src2dst,
-                record.bytes_dst2src,
-                1,
-                record.first_seen,
-                record.last_seen,
-            )
+            key: _Key = (a_mac, a_ip, b_ip, service, r.proto, direction, r.app, r.sni)
+            row = _Row(ab[0], ab[1], ab[2], ab[3], 1, r.first_seen, r.last_seen)
         else:
-            key = (
-                record.dst_mac,
-                record.dst_ip,
-                record.src_ip,
-                record.dst_port,
-                record.proto,
-                direction,
-                record.app,
-                record.sni,
-            )
-            row = _Row(
-                record.pkts_dst2src,
-                record.pkts_src2dst,
-                record.bytes_dst2src,
-                record.bytes_src2dst,
-                1,
-                record.first_seen,
-                record.last_seen,
-            )
+            key = (b_mac, b_ip, a_ip, service, r.proto, direction, r.app, r.sni)
+            row = _Row(ab[1], ab[0], ab[3], ab[2], 1, r.first_seen, r.last_seen)
         existing = self._table.get(key)
         if existing is not None:
             existing.add(row)
@@ -278,6 +253,23 @@ class Summarizer:
             else:
                 into.add(row)
         return list(out.items())
+
+
+def initiated_by_src(record: FlowRecord) -> bool:
+    """Did the flow's ``src`` open the connection?
+
+    A TCP handshake seen in the flow settles it. Without one (the flow is the continuation
+    of a connection cut by the idle or active timeout, or the capture began mid-way), the
+    side on the service-like port is taken as the responder: a port below 1024 facing a
+    higher one, or a port below 32768 facing an ephemeral one (32768 and up, where Linux
+    and Windows allocate client ports).
+    """
+    if record.proto == 6 and (record.syn or record.synack):
+        return True
+    sport, dport = record.src_port, record.dst_port
+    if sport == 0 or dport == 0 or sport >= dport:
+        return True
+    return not (sport < 1024 or dport >= 32768)
 
 
 def _unspecified(ip: str) -> str:

@@ -212,3 +212,27 @@ def test_replay_summaries_conserve_packets_and_bytes(shared_data: Path) -> None:
         # Folding keeps scans small: far fewer rows than flows on the SYN scan.
         if "synscan" in pcap:
             assert len(rows) < len(records) / 20
+
+
+def test_a_cut_connection_keeps_its_direction() -> None:
+    """The piece of a long connection after a timeout may start with the server's packet."""
+    s = Summarizer(home_net=NETS, interval=60)
+    piece = _flow(
+        "35.174.82.237",
+        "192.168.1.10",
+        63350,
+        sport=11095,
+        src_mac="bb:00:00:00:00:01",
+        dst_mac=PC,
+        pkts=(4, 6),
+        nbytes=(400, 900),
+    )
+    s.add(piece, 1000)
+    # Likewise a flow whose first packet came from a remote port 443.
+    s.add(_flow("203.0.113.5", "192.168.1.10", 40000, sport=443, dst_mac=PC), 1000)
+    _, rows = s.flush()
+    by_remote = {r.remote_ip: r for r in rows}
+    row = by_remote["35.174.82.237"]
+    assert (row.dir, row.remote_port, row.mac) == ("out", 11095, PC)
+    assert (row.pkts_out, row.pkts_in, row.bytes_out, row.bytes_in) == (6, 4, 900, 400)
+    assert by_remote["203.0.113.5"].dir == "out"  # no SYN: port 443 is the service
