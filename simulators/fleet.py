@@ -117,6 +117,11 @@ class FleetConfig:
             raise ValueError("need at least one gateway and one device")
         if self.minutes <= 0 or self.speed <= 0:
             raise ValueError("--minutes and --speed must be positive")
+        if len(self.scenarios) > self.gateways:
+            raise ValueError(
+                f"{len(self.scenarios)} scenarios need at least as many gateways "
+                f"(each scenario runs at its own gateway), got {self.gateways}"
+            )
         unknown = [s for s in self.scenarios if s not in scenarios.NAMES]
         if unknown:
             raise ValueError(
@@ -248,7 +253,9 @@ class SimGateway:
         self.next_heartbeat = now + self.rng.uniform(0, config.heartbeat_s)
         # When in the second after an interval's end this gateway's capture loop ticks.
         self.flush_phase = self.rng.uniform(0.0, FLUSH_DELAY_S)
-        self.next_devices = now
+        # The inventory goes out once the capture has seen the LAN; spreading it over the
+        # first minute keeps a fleet that starts together from sending 1,000 at once.
+        self.next_devices = now + self.rng.uniform(0, 60.0)
         self.reported: dict[str, float] = {}
         self.packets_seen = 0
         self.engine: Any = None
