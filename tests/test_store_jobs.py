@@ -187,4 +187,40 @@ def test_cli_jobs_run_once(db: Any, capsys: Any) -> None:
     migrate(db.dsn)
     assert cloud_main(["jobs", "run-once", "--dsn", db.dsn]) == 0
     out = capsys.readouterr().out
-    assert all(f"{job}:" in out for job in ("partitions", "rollups", "liveness", "incidents"))
+    assert all(
+        f"{job}:" in out for job in ("partitions", "rollups", "liveness", "sensors", "incidents")
+    )
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_sensor_canary_and_offline_alerts(db: Any) -> None:
+    migrate(db.dsn)
+    now = datetime.now(UTC)
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute(
+            "INSERT INTO sensor_messages (ts, tenant, gateway, seq, sensor_id, sensor_kind,"
+            " sent_at, body) VALUES (now(), 'acme', 'gw1', 42, 's1', 'canary', now(),"
+            ' \'{"port": 445, "src_ip": "192.168.1.66", "src_port": 50000}\'),'
+            " (now(), 'acme', 'gw1', 43, 's1', 'canary', now(), '{\"port\": \"bad\"}')"
+        )
+        conn.execute(
+            "INSERT INTO sensors (tenant, sensor_id, gateway, state, first_seen, last_seen)"
+            " VALUES ('acme', 's1', 'gw1', 'online', now(), now()),"
+            " ('acme', 's2', 'gw1', 'online', now() - interval '1 hour',"
+            " now() - interval '1 hour')"
+        )
+    first = run_once(db.dsn, only=["sensors", "incidents"], now=now)["sensors"]
+    again = run_once(db.dsn, only=["sensors"], now=now)["sensors"]
+    assert (first.canary_alerts, first.offline) == (1, 1)
+    assert (again.canary_alerts, again.offline) == (0, 0)
+    with psycopg.connect(db.dsn) as conn:
+        alerts = conn.execute(
+            "SELECT category, actor, severity, source, incident_id IS NOT NULL FROM alerts"
+            " ORDER BY category"
+        ).fetchall()
+        states = dict(conn.execute("SELECT sensor_id, state FROM sensors").fetchall())
+    assert alerts == [
+        ("canary_touch", "192.168.1.66", "high", "cloud", True),
+        ("sensor_offline", "s2", "medium", "cloud", True),
+    ]
+    assert states == {"s1": "online", "s2": "offline"}

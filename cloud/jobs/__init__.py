@@ -9,6 +9,8 @@ partitions     plain PostgreSQL: create daily partitions ahead (and for late row
 rollups        plain PostgreSQL: refresh flows_5m/flows_1h for the hours flows changed in;
                TimescaleDB: refresh the continuous aggregates now (policies also do it)
 liveness       mark gateways offline after missed heartbeats; raise ``gateway_offline``
+sensors        ``canary_touch`` alerts from relayed canary messages, ``sensor_offline``
+               for silent sensors (rules in :mod:`mimamori.cloud.sensors`)
 incidents      group new alerts into incidents by (tenant, dedup_key); escalate severity
 =============  ===========================================================================
 

@@ -15,14 +15,14 @@ import structlog
 from mimamori.cloud import logs
 from mimamori.cloud._backoff import Backoff
 from mimamori.cloud.errors import StoreError
-from mimamori.cloud.jobs import incidents, liveness, partitions, rollups
+from mimamori.cloud.jobs import incidents, liveness, partitions, rollups, sensors
 from mimamori.cloud.jobs.config import DEFAULT, JobsConfig
 from mimamori.cloud.migrate import recorded_storage
 from mimamori.cloud.settings import Settings
 
-#: Jobs in the order they run: partitions first (so rollups find their tables), liveness
-#: before incidents (so a new gateway_offline alert gets its incident in the same run).
-JOBS = ("partitions", "rollups", "liveness", "incidents")
+#: Jobs in the order they run: partitions first (so rollups find their tables), the alert
+#: raising jobs before incidents (so their alerts get an incident in the same run).
+JOBS = ("partitions", "rollups", "liveness", "sensors", "incidents")
 
 
 def run_once(
@@ -50,6 +50,7 @@ def run_once(
                 ),
                 "rollups": lambda: rollups.refresh(conn, storage=storage, config=config),
                 "liveness": lambda: liveness.check(conn, now=when, config=config),
+                "sensors": lambda: sensors.check(conn, now=when),
                 "incidents": lambda: incidents.group(conn, config=config),
             }
             for name in JOBS:
