@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import socket
 import struct
 import threading
@@ -30,6 +31,7 @@ from mimamori.edge.capture import CaptureError
 from mimamori.protocol import ArpEvent, DiscoveryEvent
 
 Event = ArpEvent | DiscoveryEvent
+log = logging.getLogger(__name__)
 
 #: What the kernel lets through to the live listener (libpcap filter syntax).
 BPF_FILTER = (
@@ -135,6 +137,9 @@ class Decoder:
                 return self._nbns(ts, src_mac, src_ip, payload)
         except (dpkt.UnpackError, struct.error, IndexError, ValueError, UnicodeError):
             self.malformed += 1
+        except Exception:  # dpkt raises assorted errors on hostile input: count, go on
+            self.malformed += 1
+            log.debug("discovery frame failed to parse", exc_info=True)
         return []
 
     # --- protocols ---------------------------------------------------------------------
