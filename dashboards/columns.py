@@ -75,6 +75,18 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "relation": ("Relation", "リレーション"),
     "parts": ("Partitions / chunks", "パーティション／チャンク数"),
     "bytes": ("Size", "容量"),
+    "kind": ("Kind", "種別"),
+    "outcome": ("Label", "ラベル"),
+    "impact": ("Impact", "影響度"),
+    "priority": ("Priority", "優先度"),
+    "reasons": ("Reasons", "理由"),
+    "advice": ("Advice", "推奨対応"),
+    "note": ("Note", "備考"),
+    "catalogue_version": ("Catalogue", "基準版"),
+    "assessed_at": ("Assessed", "判定日時"),
+    "changed_at": ("Changed", "変化日時"),
+    "criterion": ("Criterion", "基準"),
+    "fingerprint": ("Statuses", "判定の並び"),
 }
 
 

@@ -5,16 +5,14 @@ what was detected about it.
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
-from mimamori.dashboards import variables
+from mimamori.dashboards import labels, variables
 from mimamori.dashboards.flowsql import flow_rows, per_second, time_bucket
 from mimamori.dashboards.panels import (
     Tr,
-    note_panel,
     stat_panel,
     table_panel,
     timeseries_panel,
 )
-from mimamori.dashboards.site import LABELS_TODO
 
 UID = "mimamori-device"
 
@@ -69,17 +67,45 @@ def build(tr: Tr) -> dash.Dashboard:
             height=8,
         )
     )
+    d = d.with_row(dash.Row(tr("Label (JC-STAR ★1)", "ラベル（JC-STAR ★1）")))
     d = d.with_panel(
-        note_panel(
+        table_panel(
             tr("Label", "ラベル"),
-            tr(
-                f"**{LABELS_TODO}**: this device's JC-STAR-style label and the evidence "
-                "for it will appear here once the cloud stores labels.",
-                f"**{LABELS_TODO}**：この機器の JC-STAR 風ラベルとその根拠は、クラウドが"
-                "ラベルを保存するようになり次第ここに表示します。",
-            ),
-            span=12,
-            height=8,
+            f"""
+            SELECT {labels.outcome_text(tr)} AS outcome, l.kind, l.impact, l.priority,
+                   {labels.joined(tr, "l.reasons")} AS reasons,
+                   {labels.joined(tr, "l.advice")} AS advice,
+                   l.note, l.catalogue_version, l.assessed_at, l.changed_at
+            FROM device_labels l WHERE l.{_DEVICE}
+            """,
+            height=5,
+        )
+    )
+    d = d.with_panel(
+        table_panel(
+            tr("Criteria and evidence", "基準ごとの判定と根拠"),
+            f"""
+            SELECT c->>'id' AS criterion, c->>'status' AS status,
+                   (SELECT string_agg(e->>'detail', '; ')
+                    FROM jsonb_array_elements(c->'evidence') AS e) AS evidence,
+                   c->>'reason' AS reason
+            FROM device_labels, jsonb_array_elements(criteria) AS c
+            WHERE {_DEVICE}
+            ORDER BY 1
+            """,
+            span=16,
+        )
+    )
+    d = d.with_panel(
+        table_panel(
+            tr("Label history", "ラベルの変化"),
+            f"""
+            SELECT assessed_at, {labels.outcome_text(tr, "outcome")} AS outcome,
+                   fingerprint, catalogue_version
+            FROM device_label_history WHERE {_DEVICE}
+            ORDER BY assessed_at DESC LIMIT 100
+            """,
+            span=8,
         )
     )
     d = d.with_row(dash.Row(tr("Traffic", "通信")))

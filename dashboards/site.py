@@ -6,11 +6,10 @@ Flow panels read the raw table or a rollup by the range (:mod:`.flowsql`).
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
-from mimamori.dashboards import variables
+from mimamori.dashboards import labels, variables
 from mimamori.dashboards.flowsql import flow_rows, per_second, time_bucket
 from mimamori.dashboards.panels import (
     Tr,
-    note_panel,
     stat_panel,
     table_panel,
     timeseries_panel,
@@ -19,9 +18,6 @@ from mimamori.dashboards.panels import (
 UID = "mimamori-site"
 
 _SITE = "tenant = '$tenant' AND gateway IN ($gateway)"
-
-#: Marker for the panel to fill in once the cloud stores device labels.
-LABELS_TODO = "TODO(labels)"
 
 
 def build(tr: Tr) -> dash.Dashboard:
@@ -183,16 +179,33 @@ def build(tr: Tr) -> dash.Dashboard:
         )
     )
     d = d.with_panel(
-        note_panel(
+        stat_panel(
             tr("Device labels", "機器のラベル"),
-            tr(
-                f"**{LABELS_TODO}**: JC-STAR-style labels of each device will be shown "
-                "here once the cloud stores them (a labels table). Until then the table "
-                "above shows the facts labels are derived from: vendor, model, OS, services.",
-                f"**{LABELS_TODO}**：各機器の JC-STAR 風ラベルは、クラウドがラベルを保存する"
-                "ようになり次第ここに表示します。それまでは上の表でラベルの根拠となる情報"
-                "（ベンダー・型番・OS・サービス）を確認してください。",
+            f"""
+            SELECT {labels.outcome_counts(tr)}
+            FROM device_labels WHERE {_SITE}
+            """,
+            description=tr(
+                "JC-STAR ★1 as far as the network shows, from the cloud's labelling job.",
+                "クラウドのラベル判定による JC-STAR ★1 相当の状況（ネットワークから見える範囲）。",
             ),
+            span=24,
+        )
+    )
+    d = d.with_panel(
+        table_panel(
+            tr("Labels to act on", "対応が必要な機器（ラベル）"),
+            f"""
+            SELECT l.mac::text AS mac, dv.hostname, dv.vendor, l.kind,
+                   {labels.outcome_text(tr)} AS outcome, l.impact, l.priority,
+                   {labels.joined(tr, "l.reasons")} AS reasons,
+                   {labels.joined(tr, "l.advice")} AS advice, l.changed_at
+            FROM device_labels l
+            LEFT JOIN devices dv ON dv.tenant = l.tenant AND dv.mac = l.mac
+            WHERE l.tenant = '$tenant' AND l.gateway IN ($gateway)
+            ORDER BY l.priority DESC, l.mac LIMIT 1000
+            """,
+            links={"mac": (tr("Open the device", "機器を開く"), device_link)},
         )
     )
     d = d.with_row(dash.Row(tr("Alerts", "アラート")))

@@ -151,6 +151,8 @@ def seed(dsn: str, plan: SeedPlan) -> SeedReport:
             _alerts(conn, plan, gateways, rng, report)
         with step("quarantine"):
             _quarantine(conn, plan, rng, report)
+        with step("labels"):
+            _labels(conn, plan, rng, report)
         with step("rollups"):
             refresh_rollups(conn, result.storage, plan.start, plan.end + timedelta(hours=1))
         if result.storage == "timescaledb":
@@ -528,6 +530,65 @@ def _quarantine(
         rows,
     )  # fmt: skip
     report.rows["quarantine"] = len(rows)
+
+
+def _labels(
+    conn: psycopg.Connection[Any], plan: SeedPlan, rng: random.Random, report: SeedReport
+) -> None:
+    # JC-STAR-style labels of every device (the cloud's labelling job writes these; the
+    # seed writes rows of the same form). Skipped on a schema without the labels tables.
+    exists = conn.execute("SELECT to_regclass('device_labels') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return
+    devices = conn.execute(
+        "SELECT tenant, mac::text, gateway, vendor, hostname FROM devices"
+    ).fetchall()
+    outcomes = ["meets_star1_observed", "does_not_meet", "insufficient_evidence"]
+    rows, history = [], []
+    for tenant, mac, gateway, vendor, hostname in devices:
+        outcome = rng.choices(outcomes, [5, 2, 3])[0]
+        failed = outcome == "does_not_meet"
+        criteria: list[dict[str, Any]] = [
+            {"id": f"S1.1-{i:02d}",
+             "status": "fail" if failed and i == 1 else rng.choice(["pass", "unknown"]),
+             "evidence": [{"kind": "service", "detail": f"{hostname}: telnet open",
+                           "ts": plan.end.timestamp(), "count": 1}] if failed and i == 1 else [],
+             "reason": ""}
+            for i in range(1, 17)
+        ]  # fmt: skip
+        reasons = (
+            [{"id": "S1.1-01", "ja": "初期パスワード: telnet が開いています",
+              "en": "default password: telnet is open"}] if failed else []
+        )  # fmt: skip
+        advice = (
+            [{"finding": "service", "ja": f"{vendor} の telnet を無効にしてください",
+              "en": f"turn off telnet on the {vendor} device"}] if failed else []
+        )  # fmt: skip
+        fp = "".join(str(c["status"])[0] for c in criteria)
+        impact = rng.randrange(1, 4)
+        rows.append(
+            (tenant, mac, gateway, outcome, hostname.split("-")[0], True, impact,
+             impact * (1 if failed else 0), json.dumps(criteria), json.dumps(reasons),
+             json.dumps(advice), fp, "2026.1", plan.end, plan.start)
+        )  # fmt: skip
+        history.append((tenant, mac, gateway, outcome, fp, json.dumps(reasons), "2026.1",
+                        plan.start))  # fmt: skip
+    _copy(
+        conn,
+        "device_labels",
+        ["tenant", "mac", "gateway", "outcome", "kind", "iot", "impact", "priority",
+         "criteria", "reasons", "advice", "fingerprint", "catalogue_version", "assessed_at",
+         "changed_at"],
+        rows,
+    )  # fmt: skip
+    _copy(
+        conn,
+        "device_label_history",
+        ["tenant", "mac", "gateway", "outcome", "fingerprint", "reasons", "catalogue_version",
+         "assessed_at"],
+        history,
+    )  # fmt: skip
+    report.rows["device_labels"] = len(rows)
 
 
 def refresh_rollups(
