@@ -60,6 +60,23 @@ def test_catalogue_validation_refuses_a_missing_requirement() -> None:
         parse_catalogue(doc)
 
 
+def test_public_surface_is_complete() -> None:
+    import mimamori.detect.labels as labels
+
+    # Sorted as ruff's RUF022 wants it (constants, then classes, then functions).
+    assert len(set(labels.__all__)) == len(labels.__all__)
+    for name in labels.__all__:
+        assert hasattr(labels, name), name
+    for module in ("assess", "catalogue", "observe"):
+        mod = getattr(labels, module)
+        public = {
+            n
+            for n, v in vars(mod).items()
+            if not n.startswith("_") and getattr(v, "__module__", "") == mod.__name__
+        }
+        assert public - {"Outdated"} <= set(labels.__all__), module
+
+
 # --- captures through replay ------------------------------------------------------------
 
 
@@ -98,6 +115,8 @@ def test_smbv1_fails_unneeded_services(shared_data: Path) -> None:
         ("hue_bridge.pcap", "00:17:88:24:76:ff", "hub", "does_not_meet"),
         ("tplink_hs110.pcap", "50:c7:bf:00:c7:03", "plug", "meets_star1_observed"),
         ("withings.pcap", "00:24:e4:24:80:2a", "health", "does_not_meet"),
+        ("edimax_plug.pcap", "74:da:38:4a:76:49", "plug", "does_not_meet"),
+        ("wemo_switch.pcap", "94:10:3e:35:01:c1", "plug", "meets_star1_observed"),
     ],
 )
 def test_iot_setup_captures_get_identity_and_outcome(
