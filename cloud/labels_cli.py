@@ -29,7 +29,11 @@ _OUTCOME_TEXT = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mimamori label", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="mimamori label",
+        description="Show the JC-STAR-style labels of a site's devices from the store "
+        "(docs/labels.md).",
+    )
     p.add_argument("--dsn", help="PostgreSQL connection string (default: $MIMAMORI_DSN)")
     p.add_argument("--tenant", required=True)
     p.add_argument("--gateway", help="only this gateway's devices")
