@@ -8,6 +8,7 @@
     mimamori cloud gateway list [--tenant T]
     mimamori cloud ingest [--dsn DSN] [--mqtt-host H] [--mqtt-port P] [--metrics-port P]
     mimamori cloud jobs run-once|loop [--dsn DSN] [--interval S]
+    mimamori cloud broker|token|user|api ...   (security: see mimamori.cloud.api.cli)
 
 Settings come from the environment (see :mod:`mimamori.cloud.settings`); options override.
 """
@@ -108,6 +109,10 @@ def _gateway(args: argparse.Namespace, dsn: str) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``mimamori cloud``."""
+    if argv and argv[0] in ("broker", "token", "user", "api"):
+        from mimamori.cloud.api import cli as security_cli
+
+        return security_cli.main(argv)
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {"dsn": args.dsn}
     try:

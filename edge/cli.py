@@ -6,7 +6,8 @@
     mimamori edge check-config FILE        validate a configuration file and print a summary
     mimamori edge outbox-stats (--config FILE | --path DB) [--json]
                                            depth, size, oldest message, drop counters
-    mimamori edge enroll ...               (not available yet)
+    mimamori edge enroll --token T --url URL [--ca FILE] [--state-dir DIR] [--config-out FILE]
+                                           trade a one-time token for the broker credential
 
 Exit status: 0 success, 1 runtime failure (capture died, outbox unusable), 2 bad usage or
 an invalid configuration (the message names the field and the fix).
@@ -46,7 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--path", type=Path, help="the outbox database file")
     stats.add_argument("--json", action="store_true", help="print JSON")
 
-    sub.add_parser("enroll", help="enroll this gateway with a one-time token (coming)")
+    enroll = sub.add_parser("enroll", help="enroll this gateway with a one-time token")
+    enroll.add_argument("--token", required=True, help="the one-time token on the box")
+    enroll.add_argument("--url", required=True, help="the cloud API, e.g. https://api.example")
+    enroll.add_argument("--ca", type=Path, help="CA of the API's certificate (default: system)")
+    enroll.add_argument("--state-dir", type=Path, default=Path("/var/lib/mimamori"),
+                        help="where credential, broker CA and config go (mode 0600)")  # fmt: skip
+    enroll.add_argument("--config-out", type=Path, help="configuration file to write "
+                        "(default: <state-dir>/edge.toml)")  # fmt: skip
     return parser
 
 
@@ -60,14 +68,25 @@ def main(argv: list[str]) -> int:
             return _check(args.file)
         if args.command == "outbox-stats":
             return _stats(args.config, args.path, args.json)
-        print("mimamori edge enroll: not available in this version yet", file=sys.stderr)
-        return 2
+        return _enroll(args)
     except ConfigError as exc:
         print(f"mimamori edge: configuration error: {exc}", file=sys.stderr)
         return 2
     except EdgeError as exc:
         print(f"mimamori edge: {exc}", file=sys.stderr)
         return 1
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from mimamori.edge.enroll import enroll
+
+    result, path = enroll(
+        url=args.url, token=args.token, state_dir=args.state_dir, ca_file=args.ca,
+        config_out=args.config_out,
+    )  # fmt: skip
+    print(f"enrolled as gateway {result.gateway} of tenant {result.tenant}; "
+          f"run: mimamori edge run --config {path}")  # fmt: skip
+    return 0
 
 
 def _run(path: Path, level: str) -> int:
