@@ -182,6 +182,8 @@ class Entry:
     rows: int
     sent_at: float
     wall_at: float
+    #: When the message was due by the simulated gateway's schedule (simulated time).
+    due: float
 
 
 class Ledger:
@@ -194,7 +196,9 @@ class Ledger:
         self._lock = threading.Lock()
 
     def add(self, e: Entry) -> None:
-        line = f"{e.gateway},{e.seq},{e.kind},{e.rows},{e.sent_at:.6f},{e.wall_at:.6f}\n"
+        line = (
+            f"{e.gateway},{e.seq},{e.kind},{e.rows},{e.sent_at:.6f},{e.wall_at:.6f},{e.due:.6f}\n"
+        )
         with self._lock:
             self._fh.write(line.encode())
 
@@ -208,12 +212,12 @@ class Ledger:
             with open(path, encoding="ascii", errors="replace") as fh:
                 for line in fh:
                     parts = line.rstrip("\n").split(",")
-                    if len(parts) != 6:
+                    if len(parts) != 7:
                         continue
                     try:
                         yield Entry(
                             parts[0], int(parts[1]), parts[2], int(parts[3]),
-                            float(parts[4]), float(parts[5]),
+                            float(parts[4]), float(parts[5]), float(parts[6]),
                         )  # fmt: skip
                     except ValueError:
                         continue
@@ -274,7 +278,14 @@ class SimGateway:
             return t
         return REFERENCE_WEEKDAY + hour * 3600 + t % 3600
 
-    def _append(self, kind: str, rows: int, build: Callable[[int], Any], sent_at: float) -> None:
+    def _append(
+        self,
+        kind: str,
+        rows: int,
+        build: Callable[[int], Any],
+        sent_at: float,
+        due: float | None = None,
+    ) -> None:
         if self.measure:
             inner = build
 
@@ -288,7 +299,11 @@ class SimGateway:
         if seq is None:
             return  # dropped by the disk budget (counted by the outbox)
         self.messages += 1
-        self.ledger.add(Entry(self.gateway, seq, kind, rows, sent_at, time.time()))
+        self.ledger.add(
+            Entry(
+                self.gateway, seq, kind, rows, sent_at, time.time(), sent_at if due is None else due
+            )
+        )
 
     def step(self, now: float) -> None:
         """Append everything due by simulated time ``now``."""
@@ -297,13 +312,20 @@ class SimGateway:
             self._devices(now)
         while now >= self.interval_start + cfg.interval_s + self.flush_phase:
             end = self.interval_start + cfg.interval_s
-            self._flows(self.interval_start, end, _stamp(now, end + self.flush_phase))
+            due = end + self.flush_phase
+            self._flows(self.interval_start, end, self._stamp(now, due), due)
             self.interval_start += cfg.interval_s
         while now >= self.next_heartbeat:
-            self._heartbeat(_stamp(now, self.next_heartbeat))
+            self._heartbeat(self._stamp(now, self.next_heartbeat), self.next_heartbeat)
             self.next_heartbeat += cfg.heartbeat_s
 
-    def _flows(self, start: float, end: float, sent_at: float) -> None:
+    def _stamp(self, now: float, due: float) -> float:
+        """``sent_at`` of a message due at ``due`` and made at ``now``: the moment it is
+        made (as a gateway stamps it), except when the generator catches up on simulated
+        time faster than real time, where the schedule says when it belongs."""
+        return now if self.config.speed == 1.0 or now - due < 1.0 else due
+
+    def _flows(self, start: float, end: float, sent_at: float, due: float) -> None:
         traffic = self._traffic_time(start)
         rows = profiles.summaries(self.site, traffic, self.config.interval_s, self.rng)
         if traffic != start:
@@ -327,7 +349,7 @@ class SimGateway:
                     gateway=self.gateway, seq=seq, sent_at=sent_at,
                     interval_s=self.config.interval_s, flows=c,
                 ),
-                sent_at,
+                sent_at, due,
             )  # fmt: skip
 
     def _alerts(self, alerts: list[Alert], at: float) -> None:
@@ -356,7 +378,7 @@ class SimGateway:
                 now,
             )  # fmt: skip
 
-    def _heartbeat(self, at: float) -> None:
+    def _heartbeat(self, at: float, due: float) -> None:
         rng = self.rng
         ob = self.outbox
         self._append(
@@ -369,14 +391,8 @@ class SimGateway:
                 outbox_depth=ob.depth(), outbox_bytes=ob.size_bytes(),
                 agent_version=AGENT_VERSION, config_hash="sim",
             ),
-            at,
+            at, due,
         )  # fmt: skip
-
-
-def _stamp(now: float, due: float) -> float:
-    """``sent_at`` of a message due at ``due`` and made at ``now``: the moment it is made,
-    unless the generator is catching up on simulated time (high speeds)."""
-    return now if now - due < 1.0 else due
 
 
 def _retime(row: FlowSummary, shift: float) -> FlowSummary:
