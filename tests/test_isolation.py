@@ -77,7 +77,7 @@ class Client:
         client_id: str | None = None,
         tls: bool = True,
     ) -> None:
-        self.received: list[tuple[str, bytes]] = []
+        self.received: list[tuple[str, bytes | bytearray]] = []
         self.connected = threading.Event()
         self.done = threading.Event()
         self.reason: mqtt.ReasonCode | None = None
