@@ -211,6 +211,9 @@ class BrokerAdmin:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
     _responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict, init=False)
+    #: Correlation keys of the command list in flight; answers to anything else (a late
+    #: answer after a timeout) are dropped rather than kept forever.
+    _pending: set[str] = field(default_factory=set, init=False)
 
     def _connect(self) -> mqtt.Client:
         if self._client is not None and self._client.is_connected():
@@ -251,7 +254,7 @@ class BrokerAdmin:
         with self._cond:
             for resp in doc.get("responses", []):
                 key = resp.get("correlationData")
-                if isinstance(key, str):
+                if isinstance(key, str) and key in self._pending:
                     self._responses.setdefault(key, []).append(resp)
             self._cond.notify_all()
 
@@ -261,13 +264,16 @@ class BrokerAdmin:
             client = self._connect()
             key = uuid.uuid4().hex
             tagged = [dict(c, correlationData=f"{key}-{i}") for i, c in enumerate(commands)]
+            wanted = {c["correlationData"] for c in tagged}
+            with self._cond:
+                self._pending = wanted
             info = client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise BrokerAdminError(f"cannot send to the broker: {mqtt.error_string(info.rc)}")
-            wanted = {c["correlationData"] for c in tagged}
             with self._cond:
                 got = self._cond.wait_for(lambda: wanted <= self._responses.keys(), self.timeout)
                 answers = {k: self._responses.pop(k) for k in wanted if k in self._responses}
+                self._pending = set()
             if not got:
                 raise BrokerAdminError("the broker did not answer dynamic-security commands")
             for c in tagged:

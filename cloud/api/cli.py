@@ -3,6 +3,7 @@
 ::
 
     mimamori cloud broker init --dir D --host H [--host H2] [--port 8883]
+    mimamori cloud broker revoke --dir D --gateway G [--admin-host H] [--admin-port P]
     mimamori cloud token issue --tenant T --gateway G [--ttl-days N] [--site S]
     mimamori cloud user add --user U --role analyst|admin [--tenant T ...]
     mimamori cloud user token --user U [--ttl-days N]
@@ -65,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--port", type=int, default=8883)
     i.add_argument("--local-port", type=int, help="loopback-only plaintext listener")
+    r = bsub.add_parser("revoke", help="revoke a gateway: broker login, tokens, its data")
+    r.add_argument("--dsn", help="PostgreSQL connection string (default: $MIMAMORI_DSN)")
+    r.add_argument("--dir", type=Path, required=True, help="directory of 'broker init'")
+    r.add_argument("--gateway", required=True)
+    r.add_argument("--admin-host", default="127.0.0.1", help="where the broker listens")
+    r.add_argument("--admin-port", type=int, default=8883)
 
     def dsn_and_secrets(q: argparse.ArgumentParser) -> None:
         q.add_argument("--dsn", help="PostgreSQL connection string (default: $MIMAMORI_DSN)")
@@ -116,6 +123,42 @@ def _broker_init(args: argparse.Namespace) -> int:
     if not (args.dir / PEPPER_FILE).exists():
         write_secret(args.dir / PEPPER_FILE, secrets.token_bytes(32))
     print(f"wrote {files.config_path}, CA {files.ca}, admin credential {files.admin_credential}")
+    return 0
+
+
+def _admin(directory: Path, host: str, port: int) -> Any:
+    from mimamori.cloud import broker
+
+    user, password = broker.read_credential(directory / "dynamic-security.json.admin")
+    context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
+    return broker.BrokerAdmin(
+        host=host, port=port, username=user, password=password, ssl_context=context
+    )
+
+
+def _broker_revoke(args: argparse.Namespace, env: settings_mod.Settings) -> int:
+    import psycopg
+    from mimamori.cloud.api import audit
+    from mimamori.cloud.api.enroll import revoke
+
+    dsn = env.with_overrides(dsn=args.dsn).require_dsn()
+    admin = _admin(args.dir, args.admin_host, args.admin_port)
+    try:
+        with psycopg.connect(dsn) as conn:
+            spent = revoke(conn, args.gateway)
+            # Broker first, then commit: a failure leaves nothing half-revoked in the registry.
+            admin.revoke_gateway(args.gateway)
+    finally:
+        admin.close()
+    audit.record(
+        dsn,
+        actor="cli",
+        action="gateway.revoke",
+        target=args.gateway,
+        result="ok",
+        detail={"tokens_spent": spent},
+    )
+    print(f"gateway {args.gateway}: revoked (broker login deleted, {spent} token(s) spent)")
     return 0
 
 
@@ -173,19 +216,11 @@ def _user(args: argparse.Namespace, env: settings_mod.Settings) -> int:
 
 def _serve(args: argparse.Namespace, env: settings_mod.Settings) -> int:
     import uvicorn
-    from mimamori.cloud import broker
     from mimamori.cloud.api.app import create_app
     from mimamori.cloud.api.context import BrokerEndpoint
 
     d: Path = args.dir
-    user, password = broker.read_credential(d / "dynamic-security.json.admin")
-    admin = broker.BrokerAdmin(
-        host=args.admin_host,
-        port=args.admin_port or args.broker_port,
-        username=user,
-        password=password,
-        ssl_context=ssl.create_default_context(cafile=str(d / "ca.pem")),
-    )
+    admin = _admin(d, args.admin_host, args.admin_port or args.broker_port)
     app = create_app(
         dsn=env.with_overrides(dsn=args.dsn).require_dsn(),
         pepper=read_pepper(d),
@@ -212,7 +247,7 @@ def main(argv: list[str]) -> int:
     try:
         env = settings_mod.from_env()
         handler: Any = {
-            "broker": lambda a, _e: _broker_init(a),
+            "broker": _broker_revoke if args.action == "revoke" else lambda a, _e: _broker_init(a),
             "token": _token,
             "user": _user,
             "api": _serve,

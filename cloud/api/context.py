@@ -72,8 +72,11 @@ def _caller(request: Request, ctx: Ctx) -> Principal:
     scheme, _, token = header.partition(" ")
     who = None
     if scheme.lower() == "bearer" and token:
-        with psycopg.connect(ctx.dsn, autocommit=True) as conn:
-            who = authenticate(conn, pepper=ctx.pepper, token=token.strip())
+        try:
+            with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+                who = authenticate(conn, pepper=ctx.pepper, token=token.strip())
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot check an API token: {exc}") from exc
     if who is None:
         audit.record(
             ctx.dsn,
