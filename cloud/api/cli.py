@@ -4,9 +4,11 @@
 
     mimamori cloud broker init --dir D --host H [--host H2] [--port 8883]
     mimamori cloud broker revoke --dir D --gateway G [--admin-host H] [--admin-port P]
+    mimamori cloud broker add-ingester --dir D --username U [--admin-host H] [--admin-port P]
     mimamori cloud token issue --tenant T --gateway G [--ttl-days N] [--site S]
     mimamori cloud user add --user U --role analyst|admin [--tenant T ...]
     mimamori cloud user token --user U [--ttl-days N]
+    mimamori cloud user revoke --user U
     mimamori cloud api serve --dir D [--bind 0.0.0.0] [--port 8443]
                              [--broker-host H] [--broker-port 8883]
 
@@ -66,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--port", type=int, default=8883)
     i.add_argument("--local-port", type=int, help="loopback-only plaintext listener")
+    g = bsub.add_parser("add-ingester", help="create an ingester's broker login")
+    g.add_argument("--dir", type=Path, required=True, help="directory of 'broker init'")
+    g.add_argument("--username", required=True)
+    g.add_argument("--admin-host", default="127.0.0.1", help="where the broker listens")
+    g.add_argument("--admin-port", type=int, default=8883)
     r = bsub.add_parser("revoke", help="revoke a gateway: broker login, tokens, its data")
     r.add_argument("--dsn", help="PostgreSQL connection string (default: $MIMAMORI_DSN)")
     r.add_argument("--dir", type=Path, required=True, help="directory of 'broker init'")
@@ -98,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     dsn_and_secrets(k)
     k.add_argument("--user", required=True)
     k.add_argument("--ttl-days", type=float)
+
+    v = usub.add_parser("revoke", help="revoke every API token of a user")
+    dsn_and_secrets(v)
+    v.add_argument("--user", required=True)
 
     p = sub.add_parser("api", help="the HTTPS API")
     asub = p.add_subparsers(dest="action", required=True)
@@ -162,6 +173,22 @@ def _broker_revoke(args: argparse.Namespace, env: settings_mod.Settings) -> int:
     return 0
 
 
+def _add_ingester(args: argparse.Namespace, env: settings_mod.Settings) -> int:
+    from mimamori.cloud import broker
+    from mimamori.cloud.pki import write_secret
+
+    password = broker.new_password()
+    admin = _admin(args.dir, args.admin_host, args.admin_port)
+    try:
+        admin.provision_ingester(username=args.username, password=password)
+    finally:
+        admin.close()
+    path = args.dir / f"ingester-{args.username}.toml"
+    write_secret(path, f'username = "{args.username}"\npassword = "{password}"\n'.encode())
+    print(f"ingester {args.username}: created; its credential is in {path} (mode 0600)")
+    return 0
+
+
 def _ttl(days: float | None) -> timedelta | None:
     return None if days is None else timedelta(days=days)
 
@@ -206,11 +233,17 @@ def _user(args: argparse.Namespace, env: settings_mod.Settings) -> int:
 
     dsn, pepper = _db(args, env)
     with psycopg.connect(dsn) as conn:
-        if args.action == "add":
-            auth.add_user(conn, user=args.user, role=args.role, tenants=args.tenant)
-        token = auth.issue_api_token(conn, pepper=pepper, user=args.user, ttl=_ttl(args.ttl_days))
+        if args.action == "revoke":
+            n = auth.revoke_api_tokens(conn, args.user)
+            message = f"user {args.user}: {n} token(s) revoked"
+        else:
+            if args.action == "add":
+                auth.add_user(conn, user=args.user, role=args.role, tenants=args.tenant)
+            message = auth.issue_api_token(
+                conn, pepper=pepper, user=args.user, ttl=_ttl(args.ttl_days)
+            )
     audit.record(dsn, actor="cli", action=f"user.{args.action}", target=args.user, result="ok")
-    print(token)
+    print(message)
     return 0
 
 
@@ -247,11 +280,12 @@ def main(argv: list[str]) -> int:
     try:
         env = settings_mod.from_env()
         handler: Any = {
-            "broker": _broker_revoke if args.action == "revoke" else lambda a, _e: _broker_init(a),
-            "token": _token,
-            "user": _user,
-            "api": _serve,
-        }[args.command]
+            ("broker", "init"): lambda a, _e: _broker_init(a),
+            ("broker", "revoke"): _broker_revoke,
+            ("broker", "add-ingester"): _add_ingester,
+        }.get((args.command, args.action)) or {"token": _token, "user": _user, "api": _serve}[
+            args.command
+        ]
         return cast(int, handler(args, env))
     except CloudError as exc:
         print(f"mimamori cloud {args.command}: {exc}", file=sys.stderr)
