@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ssl
 import stat
 import threading
 import time
@@ -101,8 +102,15 @@ def _connects(cloud: Cloud, config_path: Path) -> Client:
     cred = edge_config.credentials(cfg)
     assert cred is not None and cfg.mqtt.port == cloud.broker.port
     c = Client(
-        cloud.broker, username=cred.username, password=cred.password, client_id=cfg.mqtt.client_id
+        cloud.broker,
+        username=cred.username,
+        password=cred.password,
+        client_id=cfg.mqtt.client_id,
+        tls=False,
     )
+    tls = edge_config.ssl_context(cfg)  # verifies the broker against the CA enrollment wrote
+    assert tls is not None
+    c.c.tls_set_context(tls)
     c.connect()
     return c
 
@@ -188,7 +196,7 @@ def test_revoking_a_gateway_disconnects_it_and_spends_its_tokens(
     )[1]
     spare = cloud.token("tenant-e", "gw-e4")  # e.g. printed on a replacement label
     c = _connects(cloud, cfg)
-    with httpx.Client(verify=str(cloud.ca)) as http:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(cloud.ca))) as http:
         r = http.post(f"{cloud.url}/v1/admin/gateways/gw-e4/revoke", headers=cloud.admin_headers)
     assert r.status_code == 200 and r.json()["tokens_spent"] == 1
     assert c.disconnected.wait(5)
