@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import ssl
 import sys
 from datetime import timedelta
@@ -68,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--port", type=int, default=8883)
     i.add_argument("--local-port", type=int, help="loopback-only plaintext listener")
+    i.add_argument(
+        "--user",
+        help="Unix user Mosquitto runs as (it drops root); gets the broker's key and dynsec file",
+    )
     g = bsub.add_parser("add-ingester", help="create an ingester's broker login")
     g.add_argument("--dir", type=Path, required=True, help="directory of 'broker init'")
     g.add_argument("--username", required=True)
@@ -128,7 +133,14 @@ def _broker_init(args: argparse.Namespace) -> int:
     from mimamori.cloud import broker
     from mimamori.cloud.pki import CertificateAuthority, write_secret
 
-    files = broker.prepare(args.dir, hosts=args.host, port=args.port, local_port=args.local_port)
+    files = broker.prepare(
+        args.dir, hosts=args.host, port=args.port, local_port=args.local_port, user=args.user
+    )
+    if args.user:
+        # Mosquitto reads its key and rewrites the dynsec file as this user; the CA key,
+        # the pepper and the admin credential stay with the operator.
+        for path in (args.dir / "broker.key", files.config.dynsec_file):
+            shutil.chown(path, user=args.user)
     ca = CertificateAuthority.load(args.dir)
     ca.issue_server(common_name=args.host[0], hosts=args.host).write(args.dir, "api")
     if not (args.dir / PEPPER_FILE).exists():
