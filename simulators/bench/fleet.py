@@ -262,7 +262,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=30)
     p.add_argument("--minutes", type=float, default=10.0, help="simulated minutes")
     p.add_argument("--speed", type=float, default=1.0)
-    p.add_argument("--ingesters", type=int, default=1)
+    # Two ingesters keep the database busy while one decodes (see "Cloud ingest").
+    p.add_argument("--ingesters", type=int, default=2)
     p.add_argument("--workers", type=int, default=0, help="fleet processes (0: automatic)")
     p.add_argument("--storage", choices=["auto", "postgresql", "timescaledb"], default="auto")
     p.add_argument("--local-hour", type=float, default=REFERENCE_HOUR)
