@@ -19,7 +19,20 @@ import pytest
 from mimamori.simulators.services import Mosquitto, Postgres, timescaledb_available
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("MIMAMORI_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _shared_data() -> Path:
+    """``../shared/data`` beside the checkout; a clone elsewhere (CI in a temporary
+    directory) falls back to the workspace's copy. MIMAMORI_SHARED_DATA overrides both."""
+    if "MIMAMORI_SHARED_DATA" in os.environ:
+        return Path(os.environ["MIMAMORI_SHARED_DATA"])
+    for candidate in (REPO.parent / "shared" / "data", Path("/work/shared/data")):
+        if candidate.exists():
+            return candidate
+    return REPO.parent / "shared" / "data"
+
+
+SHARED_DATA = _shared_data()
 
 _counter = itertools.count()
 
