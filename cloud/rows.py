@@ -82,9 +82,11 @@ VALUES (to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
 """
 
 # A heartbeat means the gateway is up now; last_seen never moves back (re-sent old ones).
+# last_heard is the cloud's clock (this transaction's), which liveness compares with.
 GATEWAY_SEEN_SQL = """
 UPDATE gateways SET
     last_seen = greatest(last_seen, to_timestamp(%s)),
+    last_heard = greatest(last_heard, now()),
     heartbeat_interval_s = %s,
     state_changed_at = CASE WHEN state <> 'online' THEN now() ELSE state_changed_at END,
     state = 'online'
