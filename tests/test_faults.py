@@ -162,20 +162,21 @@ def test_database_restart_under_gateways_every_number_stored_once(
         pub = make_publisher(outbox, topic_prefix, broker.port)
         held: list[int] = []
         try:
-            with IngesterThread(settings=settings,
-                                subscription=tenant_subscription(topic_prefix)):  # fmt: skip
-                with gateway(pub):
-                    wait_until(lambda: pub.connected, 10, "the publisher to connect")
+            ingester = IngesterThread(
+                settings=settings, subscription=tenant_subscription(topic_prefix)
+            )
+            with ingester, gateway(pub):
+                wait_until(lambda: pub.connected, 10, "the publisher to connect")
 
-                    def down() -> None:
-                        pg.stop()  # fast shutdown while batches are being written
+                def down() -> None:
+                    pg.stop()  # fast shutdown while batches are being written
 
-                    def up() -> None:
-                        held.append(outbox.depth())  # what waited out the outage
-                        pg.start()
+                def up() -> None:
+                    held.append(outbox.depth())  # what waited out the outage
+                    pg.start()
 
-                    appended = produce(outbox, 6.0, {1.5: down, 4.0: up})
-                    wait_until(lambda: outbox.depth() == 0, 45, "the outbox to drain")
+                appended = produce(outbox, 6.0, {1.5: down, 4.0: up})
+                wait_until(lambda: outbox.depth() == 0, 45, "the outbox to drain")
         finally:
             outbox.close()
         assert held and held[0] > 16, "the outage should have kept messages unacknowledged"
@@ -198,18 +199,18 @@ def test_gateway_cut_off_for_half_a_minute_every_number_stored_once(
     pub = make_publisher(outbox, topic_prefix, link.port)
     during: list[int] = []
     try:
-        with IngesterThread(settings=settings, subscription=tenant_subscription(topic_prefix)):
-            with gateway(pub):
-                wait_until(lambda: pub.connected, 10, "the publisher to connect")
+        ingester = IngesterThread(settings=settings, subscription=tenant_subscription(topic_prefix))
+        with ingester, gateway(pub):
+            wait_until(lambda: pub.connected, 10, "the publisher to connect")
 
-                def restore() -> None:
-                    during.append(len(receipts(dsn)))
-                    link.restore()
+            def restore() -> None:
+                during.append(len(receipts(dsn)))
+                link.restore()
 
-                # Cut at 2 s, restored at 32 s: the gateway keeps producing meanwhile and
-                # its reconnect attempts are refused throughout.
-                appended = produce(outbox, 34.0, {2.0: link.cut, 32.0: restore})
-                wait_until(lambda: outbox.depth() == 0, 45, "the outbox to drain")
+            # Cut at 2 s, restored at 32 s: the gateway keeps producing meanwhile and
+            # its reconnect attempts are refused throughout.
+            appended = produce(outbox, 34.0, {2.0: link.cut, 32.0: restore})
+            wait_until(lambda: outbox.depth() == 0, 45, "the outbox to drain")
     finally:
         link.close()
         outbox.close()
