@@ -5,6 +5,14 @@ RETURNING``); only messages whose receipt is new get their rows written, in the 
 transaction. A message committed before (a re-send) is therefore acknowledged again but
 never stored twice, even when two ingesters receive copies of it at once: the second
 receipt insert waits for the first transaction and then finds the conflict.
+
+A refused message whose sender can be told (its topic names a registered, unrevoked
+gateway of that tenant, and the payload's header names the same gateway and a sequence
+number) is committed to the quarantine table under a receipt of kind ``quarantine`` and
+acknowledged like any other: its bytes are kept there with the reason, and the gateway
+may drop it. Without that ack a window full of unstorable messages would stall the
+gateway, and every re-send would add another quarantine row. Refused messages that
+cannot be attributed are quarantined each time and never acknowledged.
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ class Item:
     gateway: str | None = None  # claimed by the topic (or payload)
     reason: str = ""
     detail: str = ""
+    #: sequence number read from a refused message's header (see module docstring)
+    ack_seq: int | None = None
 
     def reject(self, reason: str, detail: str) -> None:
         self.prepared = None
@@ -101,8 +111,13 @@ async def write_batch(
     out = Outcome()
     async with conn.transaction(), conn.cursor() as cur:
         candidates = [i for i in items if i.prepared is not None]
-        if candidates:
-            ids = sorted({i.prepared.gateway for i in candidates if i.prepared})
+        attributable = [i for i in items if i.prepared is None and i.ack_seq is not None]
+        registry: dict[str, tuple[str, bool]] = {}
+        if candidates or attributable:
+            ids = sorted(
+                {i.prepared.gateway for i in candidates if i.prepared}
+                | {i.gateway for i in attributable if i.gateway}
+            )
             await cur.execute(
                 "SELECT id, tenant, revoked_at IS NOT NULL FROM gateways WHERE id = ANY(%s)",
                 (ids,),
@@ -122,21 +137,35 @@ async def write_batch(
                 out.duplicates += 1
             else:
                 unique[(p.gateway, p.seq)] = p
-        keys = sorted(unique)
+        # Refused messages of a known sender, quarantined once and acknowledged.
+        held: dict[tuple[str, int], Item] = {}
+        for item in items:
+            if item.prepared is not None or item.ack_seq is None or not item.gateway:
+                continue
+            known = registry.get(item.gateway)
+            if known is None or known[1] or known[0] != item.tenant:
+                continue
+            key = (item.gateway, item.ack_seq)
+            if key in unique:
+                continue  # a valid copy of the same message is in this batch
+            out.acks.setdefault((known[0], item.gateway), []).append(item.ack_seq)
+            held.setdefault(key, item)
+        keys = sorted({*unique, *held})
         new: list[Prepared] = []
+        fresh: set[tuple[str, int]] = set()
         if keys:
             await cur.execute(
                 _RECEIPTS_SQL,
                 (
                     [k[0] for k in keys],
                     [k[1] for k in keys],
-                    [unique[k].kind for k in keys],
-                    [unique[k].rows for k in keys],
+                    [unique[k].kind if k in unique else "quarantine" for k in keys],
+                    [unique[k].rows if k in unique else 0 for k in keys],
                 ),
             )
             fresh = {(r[0], r[1]) for r in await cur.fetchall()}
-            new = [unique[k] for k in keys if k in fresh]
-            out.duplicates += len(keys) - len(new)
+            new = [unique[k] for k in keys if k in fresh and k in unique]
+            out.duplicates += len([k for k in unique if k not in fresh])
 
         flows = [p for p in new if p.copy]
         if flows:
@@ -152,7 +181,16 @@ async def write_batch(
                     params.sort(key=lambda t: t[-1])  # lock gateway rows in id order
                 await cur.executemany(sql, params)
 
-        refused = [i for i in items if i.prepared is None]
+        # Refusals of a known sender are stored once: the first copy whose receipt is new.
+        def stored_here(i: Item) -> bool:
+            if i.prepared is not None:
+                return False
+            key = (i.gateway or "", i.ack_seq if i.ack_seq is not None else -1)
+            if key not in held:
+                return True
+            return held[key] is i and key in fresh
+
+        refused = [i for i in items if stored_here(i)]
         if refused:
             await cur.executemany(
                 _QUARANTINE_SQL,

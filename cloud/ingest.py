@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import aiomqtt
+import msgspec
 import psycopg
 import structlog
 from mimamori.cloud import batch as batch_mod
@@ -36,7 +37,8 @@ from mimamori.cloud.batch import Item, Outcome
 from mimamori.cloud.errors import RowError
 from mimamori.cloud.metrics import IngestMetrics
 from mimamori.cloud.settings import Settings
-from mimamori.protocol import Ack, ProtocolError, decode_up, encode, topics
+from mimamori.protocol import Ack, ProtocolError, TopicMismatch, decode_up, encode, topics
+from mimamori.protocol.codec import MAX_PAYLOAD, unwrap
 from mimamori.protocol.sequence import ranges
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -47,6 +49,31 @@ _DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 #: On shutdown, how long the writer keeps retrying an unreachable database before giving
 #: up (unacknowledged messages are re-sent by the gateways, so nothing is lost).
 SHUTDOWN_GRACE_S = 10.0
+
+
+class _Header(msgspec.Struct):
+    gateway: str = ""
+    seq: int = -1
+
+
+_header_decoder = msgspec.json.Decoder(_Header)
+
+
+def _peek_seq(payload: bytes, gateway: str) -> int | None:
+    """The sequence number of a refused message, if its header names ``gateway``.
+
+    Lets the batch acknowledge a quarantined message so it cannot stall its gateway
+    (see :mod:`mimamori.cloud.batch`). Anything unreadable gives None: not acknowledged.
+    """
+    if len(payload) > MAX_PAYLOAD:
+        return None
+    try:
+        header = _header_decoder.decode(unwrap(payload))
+    except (ProtocolError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if header.gateway == gateway and 0 <= header.seq <= 2**63 - 1:
+        return header.seq
+    return None
 
 
 class Ingester:
@@ -189,11 +216,16 @@ class Ingester:
             return item
         item.tenant, item.gateway = parsed.tenant, parsed.gateway
         self.metrics.messages.labels(parsed.kind).inc()
+        message = None
         try:
             message = decode_up(payload, topic)
             item.prepared = rows.prepare(message, parsed.tenant)
         except (ProtocolError, RowError) as exc:
             item.reject(exc.reason, str(exc)[:2000])
+            if message is not None and message.gateway == parsed.gateway:
+                item.ack_seq = message.seq
+            elif not isinstance(exc, TopicMismatch):
+                item.ack_seq = _peek_seq(payload, parsed.gateway)
         except Exception as exc:  # a bug of ours must not stop good traffic either
             self.log.exception("cannot classify message", topic=topic[:200])
             item.reject("internal_error", f"{type(exc).__name__}: {exc}"[:2000])
