@@ -63,8 +63,14 @@ def _mac(raw: bytes) -> str:
     return raw.hex(":")
 
 
+#: NUL and other control characters: some DHCP clients end option strings with NUL, and a
+#: hostile device can put anything in them; PostgreSQL text cannot hold NUL, so a fact
+#: carrying one would make the whole device batch unstorable in the cloud.
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F])
+
+
 def _clip(value: str) -> str:
-    return value.strip()[:_MAX_FACT]
+    return value.translate(_CONTROL).strip()[:_MAX_FACT]
 
 
 class Decoder:

@@ -91,6 +91,24 @@ def test_decoder_never_raises_on_garbage() -> None:
     assert decoder.decode(1.0, b"\x00" * 10) == []
 
 
+def test_decoder_removes_nul_and_control_characters_from_dhcp_strings() -> None:
+    import dpkt
+
+    dhcp = dpkt.dhcp.DHCP(
+        op=dpkt.dhcp.DHCP_OP_REQUEST,
+        chaddr=bytes.fromhex("b827eb010203"),
+        opts=[
+            (dpkt.dhcp.DHCP_OPT_MSGTYPE, bytes([dpkt.dhcp.DHCPREQUEST])),
+            (dpkt.dhcp.DHCP_OPT_HOSTNAME, b"desk\x00pc\x07\x00"),
+            (dpkt.dhcp.DHCP_OPT_VENDOR_ID, b"MSFT 5.0\x00"),
+        ],
+    )
+    events = Decoder().decode(1.0, _eth_udp(68, 67, bytes(dhcp)))
+    facts = next(e.facts for e in events if isinstance(e, DiscoveryEvent))
+    assert facts["hostname"] == "deskpc"
+    assert facts["dhcp_vendor_class"] == "MSFT 5.0"
+
+
 def test_decoder_ssdp_and_arp() -> None:
     decoder = Decoder()
     notify = (

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from mimamori.edge.pipeline import Draft, Pipeline
 from mimamori.edge.replay import replay
-from mimamori.edge.summaries import Summarizer, batches, parse_home_net
-from mimamori.protocol import Alert, ArpEvent, DiscoveryEvent, FlowRecord, FlowSummary
+from mimamori.edge.summaries import MAX_BATCH_ROWS, Summarizer, batches, parse_home_net
+from mimamori.protocol import (
+    Alert,
+    ArpEvent,
+    DiscoveryEvent,
+    FlowBatch,
+    FlowRecord,
+    FlowSummary,
+    codec,
+)
 from mimamori.protocol.codec import decode_up, encode
 
 NETS = parse_home_net(["192.168.1.0/24"])
@@ -141,12 +150,30 @@ def test_key_bound_folds_overflow_into_catch_all_rows() -> None:
     assert _totals(rows)[:3] == (100, 1000, 50)
 
 
-def test_batches_split_at_protocol_limit() -> None:
+def test_batches_split_below_protocol_limits() -> None:
     rows = [
         FlowSummary(ts=0, local_ip="192.168.1.1", remote_ip="8.8.8.8", proto=17)
-        for _ in range(12001)
+        for _ in range(2 * MAX_BATCH_ROWS + 1)
     ]
-    assert [len(b) for b in batches(rows)] == [5000, 5000, 2001]
+    assert [len(b) for b in batches(rows)] == [MAX_BATCH_ROWS, MAX_BATCH_ROWS, 1]
+
+
+def test_a_full_batch_of_varied_rows_fits_the_payload_limit() -> None:
+    rng = random.Random(3)
+    rows = [
+        FlowSummary(
+            ts=1.7e9 + rng.random() * 60, mac=f"02:00:00:{rng.randrange(256):02x}:00:01",
+            local_ip=f"192.168.{rng.randrange(256)}.{rng.randrange(256)}",
+            remote_ip=f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
+            remote_port=rng.randrange(65536), proto=6, app=f"App{rng.randrange(300)}",
+            sni=f"h{rng.getrandbits(40):x}.example.com", pkts_out=rng.randrange(10**6),
+            pkts_in=rng.randrange(10**6), bytes_out=rng.randrange(10**9),
+            bytes_in=rng.randrange(10**9), conns=rng.randrange(1000),
+        )
+        for _ in range(MAX_BATCH_ROWS)
+    ]  # fmt: skip
+    wire = codec.encode(FlowBatch(gateway="gw1", seq=1, sent_at=1.7e9, flows=rows))
+    assert len(wire) < codec.MAX_PAYLOAD
 
 
 class _NoAlerts:
