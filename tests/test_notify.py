@@ -25,6 +25,7 @@ from aiosmtpd.controller import Controller
 from conftest import Database
 from mimamori.cloud import notify, registry
 from mimamori.cloud.jobs import incidents as incident_job
+from mimamori.cloud.jobs import runner
 from mimamori.cloud.jobs.config import DEFAULT
 from mimamori.cloud.migrate import migrate
 from mimamori.cloud.pki import CertificateAuthority
@@ -291,3 +292,17 @@ def test_config_and_env_are_checked() -> None:
         120,
         3600,
     ]
+
+
+def test_jobs_runner_runs_notify(plain_db: Database, receiver: Receiver) -> None:
+    seed(plain_db.dsn, [])
+    settings(plain_db.dsn, webhook_url=receiver.url)
+    with psycopg.connect(plain_db.dsn) as conn:
+        conn.execute(
+            "INSERT INTO alerts (tenant, gateway, alert_id, category, severity, detected_at,"
+            " actor, summary_en, summary_ja, dedup_key) VALUES ('ta', 'gw-a', 'x1', 'scan',"
+            " 'critical', now(), '10.0.0.9', 'scan', 'スキャン', 'kx')"
+        )
+    out = runner.run_once(plain_db.dsn, only=["incidents", "notify"])
+    assert out["incidents"] == 1 and out["notify"]["sent"] == 1
+    assert json.loads(receiver.got[0][1])["incident"]["severity"] == "critical"

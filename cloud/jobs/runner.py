@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import psycopg
 import structlog
-from mimamori.cloud import logs
+from mimamori.cloud import logs, notify
 from mimamori.cloud._backoff import Backoff
 from mimamori.cloud.errors import StoreError
 from mimamori.cloud.jobs import incidents, liveness, partitions, rollups, sensors
@@ -22,7 +23,7 @@ from mimamori.cloud.settings import Settings
 
 #: Jobs in the order they run: partitions first (so rollups find their tables), the alert
 #: raising jobs before incidents (so their alerts get an incident in the same run).
-JOBS = ("partitions", "rollups", "liveness", "sensors", "incidents")
+JOBS = ("partitions", "rollups", "liveness", "sensors", "incidents", "notify")
 
 
 def run_once(
@@ -52,6 +53,12 @@ def run_once(
                 "liveness": lambda: liveness.check(conn, now=when, config=config),
                 "sensors": lambda: sensors.check(conn, now=when),
                 "incidents": lambda: incidents.group(conn, config=config),
+                # Last, so a new or escalated incident pages in the run that made it.
+                "notify": lambda: notify.run(
+                    conn,
+                    transport=notify.Delivery(smtp=notify.SmtpRelay.from_env(os.environ)),
+                    now=when,
+                ),
             }
             for name in JOBS:
                 if name in selected:
