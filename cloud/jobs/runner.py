@@ -13,17 +13,18 @@ from typing import Any
 
 import psycopg
 import structlog
-from mimamori.cloud import logs, notify
+from mimamori.cloud import intel, labels, logs, notify
 from mimamori.cloud._backoff import Backoff
 from mimamori.cloud.errors import StoreError
 from mimamori.cloud.jobs import incidents, liveness, partitions, rollups, sensors
 from mimamori.cloud.jobs.config import DEFAULT, JobsConfig
 from mimamori.cloud.migrate import recorded_storage
-from mimamori.cloud.settings import Settings
+from mimamori.cloud.settings import Settings, from_env
 
 #: Jobs in the order they run: partitions first (so rollups find their tables), the alert
-#: raising jobs before incidents (so their alerts get an incident in the same run).
-JOBS = ("partitions", "rollups", "liveness", "sensors", "incidents", "notify")
+#: raising jobs before incidents (so their alerts get an incident in the same run); device
+#: labels and the threat-intelligence refresh (a no-op until its feeds are due) last.
+JOBS = ("partitions", "rollups", "liveness", "sensors", "incidents", "labels", "intel", "notify")
 
 
 def run_once(
@@ -32,8 +33,12 @@ def run_once(
     only: Iterable[str] | None = None,
     now: datetime | None = None,
     config: JobsConfig = DEFAULT,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Run the selected jobs (all by default) once; return what each did."""
+    """Run the selected jobs (all by default) once; return what each did.
+
+    ``settings``: the broker the ``intel`` job publishes to (default: the environment).
+    """
     selected = list(JOBS if only is None else only)
     unknown = set(selected) - set(JOBS)
     if unknown:
@@ -53,6 +58,8 @@ def run_once(
                 "liveness": lambda: liveness.check(conn, now=when, config=config),
                 "sensors": lambda: sensors.check(conn, now=when),
                 "incidents": lambda: incidents.group(conn, config=config),
+                "labels": lambda: labels.refresh(conn, now=when),
+                "intel": lambda: intel.run_job(conn, settings=settings or from_env(), now=when),
                 # Last, so a new or escalated incident pages in the run that made it.
                 "notify": lambda: notify.run(
                     conn,
