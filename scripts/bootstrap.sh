@@ -14,6 +14,11 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tcpreplay >/dev/null 2>&1 || need_apt+=(tcpreplay)
+# Reports: WeasyPrint prints PDFs with pango (and harfbuzz-subset to embed fonts small);
+# Japanese text in charts and PDFs needs a CJK font.
+ldconfig -p 2>/dev/null | grep -q libpangoft2-1.0 || need_apt+=(libpango-1.0-0 libpangoft2-1.0-0)
+ldconfig -p 2>/dev/null | grep -q libharfbuzz-subset || need_apt+=(libharfbuzz-subset0)
+fc-list 2>/dev/null | grep -q -i -E 'IPAGothic|Noto Sans CJK' || need_apt+=(fonts-ipafont-gothic)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
