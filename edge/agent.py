@@ -11,6 +11,15 @@ The pipeline is not thread-safe, so anything the cloud asks of it (``resend_inve
 a new intel bundle) is queued and run by the capture thread between two records
 (:class:`_PipelineDoor`), at most ``tick_s`` (1 s) later.
 
+Threat intelligence: the cloud publishes a retained bundle on the tenant's intel topic; the
+publisher hands it to :meth:`Agent._on_intel`, which swaps it into the engine and keeps a
+copy next to the outbox (``intel-bundle.bin``), so that after a restart detection has
+indicators before the broker answers. Heartbeats report the bundle's age.
+
+Sensors: with a ``[sensors]`` section the agent also runs the sensor relay
+(:class:`mimamori.edge.sensors.Relay`), which appends what the site's sensors send to the
+outbox; the enrolled sensors are re-read from the credentials directory every heartbeat.
+
 Shutdown (SIGTERM from systemd, or SIGINT): stop capture, flush the pipeline's open
 summary interval and pending devices into the outbox, stop heartbeats, let the publisher
 drain for a few seconds, disconnect with the will (the cloud sees ``offline`` at once),
@@ -21,20 +30,29 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mimamori.edge import config as cfg
-from mimamori.edge.errors import OutboxCorrupt, OutboxError
+from mimamori.edge.errors import ConfigError, OutboxCorrupt, OutboxError
 from mimamori.edge.heartbeat import HealthProbe, Heartbeater
 from mimamori.edge.outbox import MIB, Outbox
 from mimamori.edge.publisher import Backoff, Publisher
-from mimamori.protocol import ArpEvent, Command, DiscoveryEvent, FlowRecord, IntelBundle
+from mimamori.protocol import (
+    ArpEvent,
+    Command,
+    DiscoveryEvent,
+    FlowRecord,
+    IntelBundle,
+    ProtocolError,
+    codec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +60,9 @@ log = logging.getLogger(__name__)
 WATCH_S = 1.0
 
 Item = FlowRecord | ArpEvent | DiscoveryEvent
+
+#: The last intel bundle, kept beside the outbox (same persistent storage).
+INTEL_FILE = "intel-bundle.bin"
 
 
 class _PipelineDoor:
@@ -109,6 +130,74 @@ def open_outbox(config: cfg.Config) -> Outbox:
         return Outbox(path=path, budget_bytes=budget)
 
 
+def intel_path(config: cfg.Config) -> Path:
+    """Where the agent keeps the last intel bundle it received."""
+    return Path(config.outbox.path).parent / INTEL_FILE
+
+
+def load_intel(path: Path) -> IntelBundle | None:
+    """The saved bundle, or None (none yet, or unreadable: logged, the broker re-sends)."""
+    try:
+        message = codec.decode_down(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ProtocolError) as exc:
+        log.warning("agent: ignoring the saved intel bundle %s: %s", path, exc)
+        return None
+    return message if isinstance(message, IntelBundle) else None
+
+
+def save_intel(path: Path, bundle: IntelBundle) -> None:
+    """Write the bundle atomically (a crash mid-write leaves the previous one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(codec.encode(bundle))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("agent: cannot save the intel bundle to %s: %s", path, exc)
+
+
+def build_engine(
+    *,
+    config: cfg.Config,
+    home_net: Sequence[Any],
+    intel: IntelBundle | None = None,
+    known_macs: Iterable[str] = (),
+    vendor_of: Callable[[str], str] | None = None,
+) -> Any:
+    """The detection engine for this gateway: the tenant's thresholds (``[detect]``),
+    the intel bundle if one is known, the devices already known, the OUI lookup."""
+    from mimamori.detect.engine import Engine
+    from mimamori.detect.intel import Intel
+
+    return Engine(
+        home_net=home_net,
+        config=cfg.detect_config(config),
+        intel=Intel.from_bundle(intel) if intel is not None else None,
+        known_macs=known_macs,
+        vendor_of=vendor_of,
+    )
+
+
+def build_relay(config: cfg.Config, outbox: Outbox) -> Any:
+    """The sensor relay for ``[sensors]`` (None without the section)."""
+    if config.sensors is None:
+        return None
+    from mimamori.edge.sensors import Relay
+
+    password, known = cfg.sensor_credentials(config)
+    return Relay(
+        host=config.sensors.host,
+        port=config.sensors.port,
+        password=password,
+        gateway=config.gateway.id,
+        outbox=outbox,
+        known=dict.fromkeys(known, True),
+        ssl_context=cfg.sensors_ssl_context(config),
+        client_id=f"mimamori-relay-{config.gateway.id}",
+    )
+
+
 def _end_meter_processes() -> None:
     """Terminate nfstream's meter processes (our children) so the interpreter can exit.
 
@@ -130,7 +219,10 @@ class Agent:
         self.config = config
         self.config_hash = cfg.config_hash(config)
         self.outbox = outbox or open_outbox(config)
-        self._intel_generated_at: float | None = None
+        self.intel_path = intel_path(config)
+        self.intel = load_intel(self.intel_path) if config.capture.interface else None
+        self._intel_generated_at = self.intel.generated_at if self.intel else None
+        self.relay = build_relay(config, self.outbox)
         self.capture = self._build_capture() if config.capture.interface else None
         creds = cfg.credentials(config)
         m = config.mqtt
@@ -168,14 +260,21 @@ class Agent:
         self.heartbeater = Heartbeater(probe=self.probe, on_beat=self._housekeeping)
 
     def _housekeeping(self) -> None:
-        """After each heartbeat: drop what the cloud would no longer recognise (31 days)."""
+        """After each heartbeat: drop what the cloud would no longer recognise (31 days);
+        re-read the enrolled sensors (a sensor enrolled or retired needs no restart)."""
         self.outbox.expire()
+        if self.relay is not None:
+            try:
+                _, known = cfg.sensor_credentials(self.config)
+            except ConfigError as exc:
+                log.warning("agent: keeping the enrolled sensors: %s", exc)
+                return
+            self.relay.known = dict.fromkeys(known, True)
 
     # --- capture wiring ------------------------------------------------------------------
 
     def _build_capture(self) -> _Capture:
         # Imported here so that a heartbeat-only agent does not need nfstream loaded.
-        from mimamori.detect.engine import Engine
         from mimamori.edge.capture import FlowMeter, LiveCapture
         from mimamori.edge.discovery import DiscoveryListener
         from mimamori.edge.inventory import Inventory, VendorLookup
@@ -190,11 +289,16 @@ class Agent:
         def sink(draft: Draft) -> None:
             outbox.append(lambda seq: draft.build(gateway=gateway, seq=seq))
 
-        engine = Engine(home_net=nets)
+        vendors = VendorLookup()
+        inventory = Inventory(home_net=nets, vendors=vendors)
+        engine = build_engine(
+            config=self.config, home_net=nets, intel=self.intel,
+            known_macs=[d.mac for d in inventory.snapshot()], vendor_of=vendors.lookup,
+        )  # fmt: skip
         pipeline = Pipeline(
             engine=engine,
             summarizer=Summarizer(home_net=nets, interval=c.summary_interval_s),
-            inventory=Inventory(home_net=nets, vendors=VendorLookup()),
+            inventory=inventory,
             sink=sink,
         )
         meter = FlowMeter(
@@ -230,6 +334,7 @@ class Agent:
         if capture is None:
             return
         intel = Intel.from_bundle(bundle)
+        save_intel(self.intel_path, bundle)
 
         def swap() -> None:
             capture.engine.set_intel(intel)
@@ -251,6 +356,8 @@ class Agent:
         status = 0
         publisher.start()
         self.heartbeater.start()
+        if self.relay is not None:
+            self.relay.start()  # connects in the background, retrying on its own
         try:
             if self.capture is not None:
                 self.capture.live.start()
@@ -303,6 +410,11 @@ class Agent:
             except Exception:
                 log.exception("agent: could not flush the pipeline")
             _end_meter_processes()
+        if self.relay is not None:
+            try:
+                self.relay.stop()
+            except Exception:
+                log.exception("agent: the sensor relay did not stop cleanly")
         self.heartbeater.stop()
         pub_stop.set()
         publisher.join(timeout=30)

@@ -2,7 +2,9 @@
 
 Sections: ``[gateway]`` (who we are), ``[capture]`` (what we meter), ``[mqtt]`` (where
 and how we deliver), ``[outbox]`` (where undelivered messages wait, and how much disk they
-may take) and ``[heartbeat]``. ``edge/example.toml`` is the commented reference.
+may take), ``[heartbeat]``, ``[detect]`` (the tenant's detection thresholds) and
+``[sensors]`` (the relay from the site's sensor listener; off when absent).
+``edge/example.toml`` is the commented reference.
 
 Every error names the field, what was expected, what was found and how to fix it, e.g.
 ``mqtt.port: expected an integer 1-65535, got 'abc'. Set mqtt.port to the broker's TLS
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
+from mimamori.detect.config import DetectConfig, load_config
+from mimamori.detect.errors import ConfigError as DetectConfigError
 from mimamori.edge.errors import ConfigError
 from mimamori.protocol import topics
 from msgspec import Meta
@@ -80,6 +84,23 @@ class HeartbeatSection(_Section):
     interval_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
 
 
+class DetectSection(_Section):
+    # A TOML file of detection settings overriding detect/defaults.toml (the tenant's
+    # thresholds); empty: the defaults.
+    override: str = ""
+
+
+class SensorsSection(_Section):
+    # The site listener the sensors talk to (edge/sensors.py writes its configuration).
+    host: str
+    # Holds relay.password (the relay's login on the listener, mode 0600) and one
+    # <sensor_id>.password per enrolled sensor; the relay accepts only those sensors.
+    credentials_dir: str
+    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
+    # CA of the listener's TLS certificate; empty: plain MQTT (the listener is on the LAN).
+    ca_file: str = ""
+
+
 class Config(_Section):
     """The whole configuration file, after validation."""
 
@@ -88,6 +109,8 @@ class Config(_Section):
     capture: CaptureSection = msgspec.field(default_factory=CaptureSection)
     outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
     heartbeat: HeartbeatSection = msgspec.field(default_factory=HeartbeatSection)
+    detect: DetectSection = msgspec.field(default_factory=DetectSection)
+    sensors: SensorsSection | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +158,13 @@ _HINTS: dict[str, tuple[str, str]] = {
     "capture.idle_timeout_s": ("an integer 1-3600", "Set it to about 15."),
     "capture.active_timeout_s": ("an integer 1-86400", "Set it to about 60."),
     "capture.summary_interval_s": ("an integer 1-3600", "Set it to about 60."),
+    "detect.override": ("a file path", "Point detect.override at a detection TOML file."),
+    "sensors.host": ("a host name or address", "Set sensors.host to the listener's address."),
+    "sensors.port": ("an integer 1-65535", "Set sensors.port to the listener's port (1883)."),
+    "sensors.credentials_dir": (
+        "a directory path",
+        "Set sensors.credentials_dir to the directory holding relay.password.",
+    ),
 }
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
@@ -238,6 +268,49 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def detect_config(config: Config) -> DetectConfig:
+    """The tenant's detection settings: defaults plus the override file, validated by
+    ``mimamori.detect.config``; any problem is a ConfigError naming the file."""
+    path = config.detect.override
+    if not path:
+        return load_config(None)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"detect.override: cannot read {path} ({exc}).") from exc
+    try:
+        return load_config(text)
+    except DetectConfigError as exc:
+        raise ConfigError(f"detect.override: {path}: {exc}. Fix that setting.") from exc
+
+
+def sensor_credentials(config: Config) -> tuple[str, set[str]]:
+    """The relay's password and the enrolled sensor ids, from ``sensors.credentials_dir``."""
+    if config.sensors is None:
+        raise ConfigError("sensors: no [sensors] section.")
+    folder = Path(config.sensors.credentials_dir)
+    password = _read_secret_file("sensors.credentials_dir", str(folder / "relay.password"))
+    try:
+        known = {p.stem for p in folder.glob("*.password") if p.stem != "relay"}
+    except OSError as exc:
+        raise ConfigError(f"sensors.credentials_dir: cannot list {folder} ({exc}).") from exc
+    return password.strip(), {k for k in known if topics.valid_id(k)}
+
+
+def sensors_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """TLS to the site listener when ``sensors.ca_file`` is set, else None (plain, LAN)."""
+    if config.sensors is None or not config.sensors.ca_file:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.sensors.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"sensors.ca_file: {config.sensors.ca_file} is not a readable PEM CA ({exc})."
+        ) from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def load(path: str | Path) -> Config:
     """Read, parse and validate a configuration file, including its credential files."""
     path = Path(path)
@@ -252,6 +325,10 @@ def load(path: str | Path) -> Config:
     config = parse(text, source=str(path))
     credentials(config)
     ssl_context(config)
+    detect_config(config)
+    if config.sensors is not None:
+        sensor_credentials(config)
+        sensors_ssl_context(config)
     return config
 
 
