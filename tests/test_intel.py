@@ -6,6 +6,7 @@ import http.server
 import ipaddress
 import random
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -208,3 +209,60 @@ def test_oversized_feed_keeps_the_highest_scored_indicators() -> None:
     assert min(score[ip] for ip in kept) >= max(score[ip] for ip in ips if ip not in kept)
     assert any(s.startswith("truncated: kept") for s in built.bundle.sources)
     assert codec.decode_down(built.payload) == built.bundle
+
+
+def test_a_gateway_agent_applies_the_published_bundle(
+    broker: Mosquitto, plain_db: Any, topic_prefix: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Cloud job to gateway engine: the agent's publisher gets the retained bundle."""
+    from mimamori.edge import config as edge_config
+    from mimamori.edge.agent import Agent
+    from mimamori.protocol import FlowRecord
+
+    prepare_database(plain_db.dsn, tenant=topic_prefix, gateways=["gw1"])
+    monkeypatch.setenv(cloud_intel.FEEDS_ENV, str(_feeds_file(tmp_path)))
+    now = datetime.now(UTC)
+    result = run_once(plain_db.dsn, only=["intel"], now=now,
+                      settings=Settings(dsn=plain_db.dsn, mqtt_port=broker.port))["intel"]
+    config = edge_config.parse(f"""
+[gateway]
+id = "gw1"
+tenant = "{topic_prefix}"
+[capture]
+interface = "lo"
+home_net = ["192.168.1.0/24"]
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+insecure_plaintext = true
+client_id = "{topic_prefix}-gw1"
+[outbox]
+path = "{tmp_path / "gw" / "outbox.db"}"
+""")  # fmt: skip
+    agent = Agent(config=config)
+    assert agent.capture is not None
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.publisher.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not agent.intel_path.exists():
+            assert time.monotonic() < deadline, "the agent never got the bundle"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+        agent.outbox.close()
+    agent.capture.door.tick(time.time())  # what the capture thread does between records
+    t = time.time()
+    flow = FlowRecord(first_seen=t, last_seen=t + 1, src_ip="192.168.1.10", src_port=50000,
+                      dst_ip="198.51.100.20", dst_port=443, proto=6, pkts_src2dst=3,
+                      pkts_dst2src=3, bytes_src2dst=300, bytes_dst2src=600, syn=1, synack=1)
+    alerts = [a for a in agent.capture.engine.on_flow(flow) if a.category == "intel_match"]
+    assert alerts and alerts[0].evidence  # the CIDR from the feed file matched
+    beat = agent.probe.heartbeat(1)
+    assert beat.intel_age_s is not None and beat.intel_age_s < 60
+    assert result.version and codec.decode_down(agent.intel_path.read_bytes()).version == (
+        result.version
+    )
