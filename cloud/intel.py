@@ -164,7 +164,8 @@ def parse(feed: Feed, body: str) -> detect_intel.Intel:
 def _key(token: str) -> str:
     """An indicator as Intel stores it (so scores and the bundle use the same spelling)."""
     try:
-        return ipaddress.ip_network(token, strict=False).compressed.removesuffix("/32")
+        net = ipaddress.ip_network(token, strict=False)
+        return net.network_address.compressed if net.num_addresses == 1 else net.compressed
     except ValueError:
         return token.lower().rstrip(".")
 
@@ -295,6 +296,10 @@ def refresh(
                      (len(got), got.rejected, feed.name))  # fmt: skip
         bodies[feed.name] = body
         merged = merged.merged(got)
+    if not bodies:
+        # Nothing to go on (every feed failed and none was ever fetched): publishing an
+        # empty bundle would wipe the gateways' indicators, so the retained one stays.
+        return RefreshResult(failed_feeds=failed)
     built = build(merged, generated_at=now.timestamp(), score=scores(bodies))
     version = built.bundle.version
     stored = conn.execute(

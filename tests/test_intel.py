@@ -127,6 +127,21 @@ def test_missing_feed_keeps_its_last_body_and_is_counted(
     assert failures == 1 and "cannot read" in error
 
 
+def test_no_usable_feed_publishes_nothing(
+    broker: Mosquitto, plain_db: Any, topic_prefix: str, tmp_path: Path
+) -> None:
+    prepare_database(plain_db.dsn, tenant=topic_prefix, gateways=["gw1"])
+    feeds = cloud_intel.load_feeds(_feeds_file(tmp_path))
+    for name in ("bad-ips.txt", "urls.csv"):
+        (tmp_path / name).unlink()
+    settings = Settings(dsn=plain_db.dsn, mqtt_port=broker.port)
+    with psycopg.connect(plain_db.dsn, autocommit=True) as conn:
+        result = cloud_intel.refresh(conn, feeds=feeds, settings=settings, now=NOW)
+        bundles = conn.execute("SELECT count(*) FROM intel_bundles").fetchall()
+    assert result.version == "" and sorted(result.failed_feeds or []) == ["bad-ips", "urls"]
+    assert bundles == [(0,)]  # an empty bundle would have wiped the gateways' intel
+
+
 def test_bad_feeds_file_is_a_clear_error_not_a_crash(plain_db: Any, tmp_path: Path) -> None:
     bad = tmp_path / "feeds.toml"
     bad.write_text('[[feed]]\nname = "Bad Name"\nsource = "/x"\n')
