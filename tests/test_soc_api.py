@@ -167,7 +167,7 @@ def test_workflow_end_to_end_with_timeline_and_audit(soc: Soc) -> None:
     assert ack.json()["acknowledged_by"] == "ana"
     assert (
         c.post(f"/v1/incidents/{i}/assign", json={"user": "bob"}, headers=soc.ana).status_code
-        == 422
+        == 400
     )
     assert (
         c.post(f"/v1/incidents/{i}/assign", json={"user": "root"}, headers=soc.ana).json()[
@@ -310,3 +310,13 @@ def test_state_machine_table(status: str, action: workflow.Action, expected: str
             workflow.next_status(status, action)
     else:
         assert workflow.next_status(status, action) == expected
+
+
+def test_nul_bytes_are_bad_input_not_a_database_error(soc: Soc) -> None:
+    c = soc.client
+    assert c.get("/v1/incidents", params={"tenant": "t\x00"}, headers=soc.root).status_code == 422
+    assert c.get("/v1/audit", params={"actor": "\x00"}, headers=soc.root).status_code == 422
+    note = c.post(f"/v1/incidents/{soc.ta}/notes", json={"text": "a\x00b"}, headers=soc.root)
+    assert note.status_code == 422
+    who = c.post(f"/v1/incidents/{soc.ta}/assign", json={"user": "\x00"}, headers=soc.root)
+    assert who.status_code == 422

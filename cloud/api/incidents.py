@@ -20,7 +20,19 @@ from mimamori.cloud.errors import StoreError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
-router = APIRouter(prefix="/v1", tags=["incidents"])
+
+class Problem(BaseModel):
+    """The body of a refusal: what is wrong, in one sentence."""
+
+    detail: str
+
+
+# Documented so clients (and the schema test) know every refusal's shape.
+router = APIRouter(
+    prefix="/v1",
+    tags=["incidents"],
+    responses={code: {"model": Problem} for code in (400, 401, 403, 404, 409, 503)},
+)
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 Status = Literal["open", "acknowledged", "assigned", "dispatched", "resolved"]
@@ -28,7 +40,9 @@ Outcome = Literal["pending", "fixed", "mitigated", "no_issue", "unreachable"]
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 MAX_LIMIT = 1000
 IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-_Text = Annotated[str, Field(min_length=1, max_length=4000)]
+#: PostgreSQL text cannot hold NUL: refuse it as bad input (422), not a database error.
+NO_NUL = r"^[^\x00]*$"
+_Text = Annotated[str, Field(min_length=1, max_length=4000, pattern=NO_NUL)]
 
 
 class IncidentOut(BaseModel):
@@ -78,7 +92,7 @@ class AuditOut(BaseModel):
 
 
 class AssignIn(BaseModel):
-    user: Annotated[str, Field(min_length=1, max_length=63)]
+    user: Annotated[str, Field(min_length=1, max_length=63, pattern=NO_NUL)]
 
 
 class EscalateIn(BaseModel):
@@ -99,15 +113,15 @@ class NoteIn(BaseModel):
 
 
 class DispatchIn(BaseModel):
-    who: Annotated[str, Field(min_length=1, max_length=200)]
+    who: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
     dispatched_at: datetime | None = None
     outcome: Outcome = "pending"
-    notes: Annotated[str, Field(max_length=4000)] = ""
+    notes: Annotated[str, Field(max_length=4000, pattern=NO_NUL)] = ""
 
 
 class OutcomeIn(BaseModel):
     outcome: Outcome
-    notes: Annotated[str, Field(max_length=4000)] = ""
+    notes: Annotated[str, Field(max_length=4000, pattern=NO_NUL)] = ""
 
 
 _COLUMNS = tuple(IncidentOut.model_fields)
@@ -131,12 +145,12 @@ def list_incidents(
     ctx: Ctx,
     conn: Conn,
     who: Caller,
-    tenant: Annotated[str | None, Query(max_length=63)] = None,
+    tenant: Annotated[str | None, Query(max_length=63, pattern=NO_NUL)] = None,
     status: Status | None = None,
     min_severity: Severity | None = None,
-    category: Annotated[str | None, Query(max_length=40)] = None,
-    gateway: Annotated[str | None, Query(max_length=63)] = None,
-    assignee: Annotated[str | None, Query(max_length=63)] = None,
+    category: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+    gateway: Annotated[str | None, Query(max_length=63, pattern=NO_NUL)] = None,
+    assignee: Annotated[str | None, Query(max_length=63, pattern=NO_NUL)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
@@ -285,7 +299,7 @@ def assign(
     )
     if not rows or not (rows[0][0] == "admin" or inc.tenant in rows[0][1]):
         _audit(ctx, request, who, "incident.assign", "invalid", inc=inc, detail={"user": body.user})
-        raise HTTPException(422, f"user {body.user!r} does not exist or cannot see this tenant")
+        raise HTTPException(400, f"user {body.user!r} does not exist or cannot see this tenant")
     return _act(
         conn,
         ctx,
@@ -467,10 +481,10 @@ def audit_log(
     ctx: Ctx,
     conn: Conn,
     who: Admin,
-    actor: Annotated[str | None, Query(max_length=100)] = None,
-    action: Annotated[str | None, Query(max_length=100)] = None,
-    tenant: Annotated[str | None, Query(max_length=63)] = None,
-    target: Annotated[str | None, Query(max_length=100)] = None,
+    actor: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+    action: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+    tenant: Annotated[str | None, Query(max_length=63, pattern=NO_NUL)] = None,
+    target: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     since: datetime | None = None,
     before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
