@@ -262,35 +262,52 @@ RDP_CR = (b"\x03\x00\x00\x2b\x26\xe0\x00\x00\x00\x00\x00Cookie: mstshash=adminis
 RDP_CC = b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x1f\x08\x00\x02\x00\x00\x00"
 
 
-def rdp_attempt(out: Packets, attacker: tuple[str, str, int], server: tuple[str, str, int],
-                t: float, seed: int) -> None:  # fmt: skip
-    """One guess: connection request, confirm, a TLS/NLA exchange of a few KB, refusal."""
+#: An SMB2 NEGOTIATE request in a NetBIOS session frame (dialects 2.0.2 to 3.1.1).
+SMB_NEGOTIATE = (b"\x00\x00\x00\x6c\xfeSMB\x40\x00" + b"\x00" * 6 + b"\x00\x00\x1f\x00"
+                 + b"\x00" * 48 + b"\x24\x00\x05\x00\x01\x00" + b"\x00" * 30
+                 + b"\x02\x02\x10\x02\x00\x03\x02\x03\x11\x03")  # fmt: skip
+SMB_NEGOTIATE_RESPONSE = b"\x00\x00\x00\x80\xfeSMB\x40\x00\x00\x00\x00\x00" + b"\x00" * 120
+
+OPENERS = {"rdp": (3389, RDP_CR, RDP_CC), "smb": (445, SMB_NEGOTIATE, SMB_NEGOTIATE_RESPONSE)}
+
+
+def login_attempt(out: Packets, attacker: tuple[str, str, int], server: tuple[str, str, int],
+                  t: float, seed: int, service: str) -> None:  # fmt: skip
+    """One guess: the protocol's opening exchange, an authentication exchange of a few KB
+    (NLA or NTLMSSP), then the server closes: wrong password."""
+    _, hello, answer = OPENERS[service]
     c = tcp(out, attacker, server, t, seed).open()
-    c.say("c", RDP_CR)
-    c.say("s", RDP_CC)
+    c.say("c", hello)
+    c.say("s", answer)
     c.bulk("c", 1800)
     c.bulk("s", 3000)
     c.say("c", b"\x30" * 120)
     c.close()
 
 
-def test_rdp_bruteforce_from_the_internet_on_an_exposed_host(tmp_path: Path) -> None:
-    path = tmp_path / "rdp.pcap"
+@pytest.mark.parametrize("service", ["rdp", "smb"])
+def test_password_guessing_from_the_internet_on_an_exposed_host(
+    tmp_path: Path, service: str
+) -> None:
+    port = OPENERS[service][0]
+    path = tmp_path / f"{service}.pcap"
     attacker = (ROUTER, "203.0.113.200", 40000)
-    server = ("00:0c:76:00:00:60", "192.168.10.60", 3389)
+    server = ("00:0c:76:00:00:60", "192.168.10.60", port)
     admin = ("00:0c:76:00:00:61", "192.168.10.61", 61000)
     with capture(path) as out:
         for i in range(14):  # a guess every 8 s
-            rdp_attempt(out, (attacker[0], attacker[1], attacker[2] + i), server, T0 + 8 * i, i)
+            login_attempt(out, (attacker[0], attacker[1], attacker[2] + i), server, T0 + 8 * i,
+                          i, service)  # fmt: skip
         for i in range(2):  # the office admin's two LAN sessions (one typo): no brute force
-            rdp_attempt(out, (admin[0], admin[1], admin[2] + i), server, T0 + 3 + 40 * i, 50 + i)
+            login_attempt(out, (admin[0], admin[1], admin[2] + i), server, T0 + 3 + 40 * i,
+                          50 + i, service)  # fmt: skip
     result = run(path)
     brute = found(result, "bruteforce")
     assert [a.actor for a in brute] == ["203.0.113.200"]
     assert brute[0].severity == "high" and brute[0].evidence["direction"] == "inbound"
-    assert brute[0].evidence["service"] == "rdp" and brute[0].evidence["sessions"] >= 10
+    assert brute[0].evidence["service"] == service and brute[0].evidence["sessions"] >= 10
     exposed = found(result, "exposure")
-    assert [(a.actor, a.target) for a in exposed] == [("192.168.10.60", "3389/rdp")]
+    assert [(a.actor, a.target) for a in exposed] == [("192.168.10.60", f"{port}/{service}")]
     assert exposed[0].severity == "high" and exposed[0].evidence["remote"] == "203.0.113.200"
 
 
