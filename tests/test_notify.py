@@ -23,12 +23,15 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import Database
+from fastapi.testclient import TestClient
 from mimamori.cloud import notify, registry
+from mimamori.cloud.api import auth
 from mimamori.cloud.jobs import incidents as incident_job
 from mimamori.cloud.jobs import runner
 from mimamori.cloud.jobs.config import DEFAULT
 from mimamori.cloud.migrate import migrate
 from mimamori.cloud.pki import CertificateAuthority
+from test_soc_api import make_app, token
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 SECRET = "webhook-secret"
@@ -173,25 +176,38 @@ def test_webhook_signed_retried_once_and_not_duplicated(
 
 
 def test_escalation_to_critical_notifies_again(plain_db: Database, receiver: Receiver) -> None:
-    seed(plain_db.dsn, [("k1", "medium")])
+    seed(plain_db.dsn, [])
     settings(plain_db.dsn, webhook_url=receiver.url)
+    add_alerts(plain_db.dsn, [("k1", "medium")])
     delivery = notify.Delivery(smtp=None, timeout_s=5)
-    assert run(plain_db.dsn, delivery, T0)["queued"] == 0
+    assert run(plain_db.dsn, delivery, T0)["queued"] == 0  # medium does not page
     with psycopg.connect(plain_db.dsn) as conn:
+        auth.add_user(conn, user="ana", role="analyst", tenants=["ta"])
         (iid,) = conn.execute("SELECT id FROM incidents").fetchone() or (0,)
-        # What POST /v1/incidents/{id}/escalate writes.
-        conn.execute(
-            "UPDATE incidents SET severity = 'critical', updated_at = now() WHERE id = %s", (iid,)
+    with TestClient(make_app(plain_db.dsn)) as client:
+        answer = client.post(
+            f"/v1/incidents/{iid}/escalate",
+            json={"severity": "high", "reason": "暗号化を確認"},
+            headers=token(plain_db.dsn, "ana"),
         )
-        conn.execute(
-            "INSERT INTO incident_actions (incident_id, actor, action, from_status, to_status,"
-            " detail) VALUES (%s, 'ana', 'escalate', 'open', 'open', %s)",
-            (iid, json.dumps({"severity": "critical", "reason": "暗号化を確認"})),
+        assert answer.status_code == 200
+        assert run(plain_db.dsn, delivery, T0)["sent"] == 1
+        again = client.post(
+            f"/v1/incidents/{iid}/escalate",
+            json={"severity": "critical", "reason": "社内全体に拡大"},
+            headers=token(plain_db.dsn, "ana"),
         )
+        assert again.status_code == 200
     assert run(plain_db.dsn, delivery, T0)["sent"] == 1
-    payload = json.loads(receiver.got[0][1])
-    assert payload["kind"] == "escalated" and payload["reason"] == "暗号化を確認"
-    assert "重大度が上がりました（緊急）" in payload["subject"]
+    first, second = (json.loads(body) for _, body in receiver.got)
+    assert (first["kind"], first["reason"], first["incident"]["severity"]) == (
+        "escalated",
+        "暗号化を確認",
+        "high",
+    )
+    assert (
+        "重大度が上がりました（緊急）" in second["subject"] and second["reason"] == "社内全体に拡大"
+    )
 
 
 def test_email_over_starttls_with_idempotency_headers(
