@@ -241,6 +241,7 @@ def main(argv: list[str]) -> int:
             text, missed = _summary(stats, config, result, storage)
             print(text)
             _write_outputs(out, db, stage)
+            stage.say("後片付け", "cleaning up")
         print(f"\nelapsed / 所要時間: {time.monotonic() - started:.0f} s")
         return 1 if missed else 0
     finally:
@@ -259,10 +260,13 @@ def _write_outputs(out: Path, db: Postgres, stage: Stage) -> None:
         paths = write(out / "grafana", lang="ja", store=store)
         print(f"dashboards / ダッシュボード: {len(paths)} files in {out / 'grafana'}")
     try:
-        from mimamori.cloud import report  # type: ignore[attr-defined]
+        from mimamori.cloud import report
     except ImportError:
+        print("sample report: not installed (pip install 'mimamori[cloud]')")
         return
-    with contextlib.suppress(Exception):
+    try:
         path = report.sample(db.dsn, out=out)
+    except Exception as exc:  # the summary above matters more than the sample report
+        print(f"sample report / レポート見本: not written ({type(exc).__name__}: {exc})")
+    else:
         print(f"sample report / レポート見本: {path}")
-    stage.say("後片付け", "cleaning up")
