@@ -127,6 +127,14 @@ _INCIDENT_COLS = (
     "last_alert_at",
     "title",
 )
+_NOTIFY_COLS = (
+    "tenant",
+    "enabled",
+    "webhook_url",
+    "has_webhook_secret",
+    "email_to",
+    "max_per_hour",
+)
 _AUDIT_COLS = ("id", "at", "actor", "action", "target", "tenant", "result")
 
 
@@ -194,6 +202,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("id", type=int)
     s.add_argument("text")
 
+    n = sub.add_parser("notify-show", help="a tenant's notification settings (admin)")
+    n.add_argument("tenant")
+    n = sub.add_parser("notify-set", help="set a tenant's notification settings (admin)")
+    n.add_argument("tenant")
+    n.add_argument("--webhook", help="URL the JSON payload is POSTed to")
+    n.add_argument("--secret-file", help="file holding the webhook's HMAC key")
+    n.add_argument("--email", action="append", default=[], help="recipient (repeatable)")
+    n.add_argument("--max-per-hour", type=int, help="messages per hour before a digest")
+    n.add_argument("--disable", action="store_true", help="turn notifications off")
+
     u = sub.add_parser("audit", help="the global audit log (admin)")
     u.add_argument("--actor")
     u.add_argument("--action")
@@ -218,6 +236,16 @@ def client_from(args: argparse.Namespace, env: Mapping[str, str]) -> SocClient:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the CA file {ca!r}: {exc}") from exc
     return SocClient(base_url=url, token=token, ssl_context=ctx)
+
+
+def _secret(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file {path}: {exc}") from exc
 
 
 def _timeline(detail: Mapping[str, Any]) -> str:
@@ -294,6 +322,23 @@ def run(args: argparse.Namespace, client: SocClient) -> tuple[Any, str]:
             },
         )
         return got, table(got, _AUDIT_COLS)
+    if cmd in ("notify-show", "notify-set"):
+        path = f"/v1/admin/tenants/{urllib.parse.quote(args.tenant, safe='')}/notify"
+        if cmd == "notify-show":
+            got = c.request("GET", path)
+        else:
+            got = c.request(
+                "PUT",
+                path,
+                body={
+                    "webhook_url": args.webhook,
+                    "webhook_secret": _secret(args.secret_file),
+                    "email_to": args.email,
+                    "max_per_hour": args.max_per_hour,
+                    "enabled": not args.disable,
+                },
+            )
+        return got, table([got], _NOTIFY_COLS)
     if cmd == "show":
         got = c.request("GET", inc_path)
         return got, _timeline(got)

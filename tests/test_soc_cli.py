@@ -137,3 +137,44 @@ def test_soc_cli_reads_the_environment(
     monkeypatch.setenv("MIMAMORI_API_CA", str(api.ca))
     assert mimamori_main(["soc", "--json", "incidents"]) == 0
     assert [i["id"] for i in json.loads(capsys.readouterr().out)] == [api.ids["tb"]]
+
+
+def test_soc_cli_notify_settings(
+    api: Api, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    secret = tmp_path / "hook.key"
+    secret.write_text("0123456789abcdef-secret\n")
+    args = [
+        "notify-set",
+        "ta",
+        "--webhook",
+        "https://hooks.example/ta",
+        "--secret-file",
+        str(secret),
+        "--email",
+        "soc@example.test",
+        "--max-per-hour",
+        "5",
+    ]
+    assert soc(api, "ana", *args, capsys=capsys)[0] == 1  # admin only
+    code, out, _ = soc(api, "root", "--json", *args, capsys=capsys)
+    assert code == 0
+    assert json.loads(out) == {
+        "tenant": "ta",
+        "webhook_url": "https://hooks.example/ta",
+        "has_webhook_secret": True,
+        "email_to": ["soc@example.test"],
+        "max_per_hour": 5,
+        "enabled": True,
+    }
+    code, out, _ = soc(api, "root", "notify-show", "ta", capsys=capsys)
+    assert code == 0 and "secret" not in out.split("\n")[1]
+    with psycopg.connect(api.dsn) as conn:
+        row = conn.execute("SELECT webhook_secret FROM notify_settings").fetchone()
+    assert row == ("0123456789abcdef-secret",)
+    code, _, err = soc(api, "root", "notify-show", "tb", capsys=capsys)
+    assert code == 1 and "404" in err
+    code, _, err = soc(api, "root", "notify-set", "nope", "--email", "a@b.c", capsys=capsys)
+    assert code == 1 and "no tenant 'nope'" in err
+    code, _, err = soc(api, "root", "notify-set", "ta", "--webhook", "ftp://x", capsys=capsys)
+    assert code == 1 and "422" in err and "webhook_url" in err

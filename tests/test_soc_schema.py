@@ -28,7 +28,7 @@ def test_soc_api_conforms_to_its_schema(plain_db: Database) -> None:
     client = TestClient(app)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     # Enrollment calls the broker; it has its own tests (test_enroll.py).
-    schema = schema.include(path_regex="^/v1/(incidents|audit|alerts)")
+    schema = schema.include(path_regex="^/v1/(incidents|audit|alerts|admin/tenants)")
     tested: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()

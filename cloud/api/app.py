@@ -15,13 +15,18 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from mimamori.cloud.api import alerts, enroll, incidents
+from mimamori.cloud.api import alerts, enroll, incidents, notifications
 from mimamori.cloud.api.auth import MIN_PEPPER_BYTES
 from mimamori.cloud.api.context import ApiContext, BrokerEndpoint, GatewayProvisioner
 from mimamori.cloud.errors import CloudError, ConfigError
 
 #: The routers every app has.
-ROUTERS: tuple[APIRouter, ...] = (enroll.router, alerts.router, incidents.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    enroll.router,
+    alerts.router,
+    incidents.router,
+    notifications.router,
+)
 
 
 def create_app(
