@@ -320,3 +320,14 @@ def test_nul_bytes_are_bad_input_not_a_database_error(soc: Soc) -> None:
     assert note.status_code == 422
     who = c.post(f"/v1/incidents/{soc.ta}/assign", json={"user": "\x00"}, headers=soc.root)
     assert who.status_code == 422
+
+
+def test_workflow_on_both_storages(db: Database) -> None:
+    ids = seed(db.dsn)
+    with TestClient(make_app(db.dsn)) as c:
+        ana = token(db.dsn, "ana")
+        assert c.post(f"/v1/incidents/{ids['ta']}/acknowledge", headers=ana).status_code == 200
+        done = c.post(f"/v1/incidents/{ids['ta']}/resolve", json={"note": "ok"}, headers=ana)
+        assert done.json()["status"] == "resolved"
+        shown = c.get(f"/v1/incidents/{ids['ta']}", headers=ana).json()
+    assert [e["kind"] for e in shown["timeline"]] == ["alert", "action", "action"]
