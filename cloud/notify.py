@@ -306,12 +306,12 @@ def digest(conn: psycopg.Connection[Any], *, now: datetime, config: NotifyConfig
     cutoff = now - timedelta(seconds=config.digest_after_s)
     with conn.transaction():
         groups = conn.execute(
-            "SELECT tenant, channel, array_agg(id ORDER BY id), max(severity) FROM notifications "
+            "SELECT tenant, channel, array_agg(id ORDER BY id) FROM notifications "
             "WHERE status = 'held' GROUP BY tenant, channel HAVING min(created_at) <= %s "
             "ORDER BY tenant, channel",
             (cutoff,),
         ).fetchall()
-        for tenant, channel, ids, _ in groups:
+        for tenant, channel, ids in groups:
             held = conn.execute(
                 "SELECT payload, severity FROM notifications WHERE id = ANY(%s) ORDER BY id "
                 "FOR UPDATE",
@@ -409,7 +409,7 @@ def deliver(
             row = conn.execute(
                 "SELECT n.id, n.tenant, n.channel, n.kind, n.payload, n.attempts, "
                 "s.webhook_url, s.webhook_secret, s.email_to, coalesce(s.max_per_hour, %s) "
-                "FROM notifications n JOIN notify_settings s ON s.tenant = n.tenant "
+                "FROM notifications n JOIN notify_settings s ON s.tenant = n.tenant AND s.enabled "
                 "WHERE n.status = 'pending' AND n.next_attempt_at <= %s ORDER BY n.id LIMIT 1 "
                 "FOR UPDATE OF n SKIP LOCKED",
                 (config.max_per_hour, now),

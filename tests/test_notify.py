@@ -322,3 +322,17 @@ def test_jobs_runner_runs_notify(plain_db: Database, receiver: Receiver) -> None
     out = runner.run_once(plain_db.dsn, only=["incidents", "notify"])
     assert out["incidents"] == 1 and out["notify"]["sent"] == 1
     assert json.loads(receiver.got[0][1])["incident"]["severity"] == "critical"
+
+
+def test_disabled_tenant_gets_nothing_until_enabled(plain_db: Database, receiver: Receiver) -> None:
+    seed(plain_db.dsn, [])
+    settings(plain_db.dsn, webhook_url=receiver.url)
+    add_alerts(plain_db.dsn, [("k1", "high")])
+    receiver.fail = 1
+    delivery = notify.Delivery(smtp=None, timeout_s=5)
+    assert run(plain_db.dsn, delivery, T0)["retry"] == 1
+    settings(plain_db.dsn, webhook_url=receiver.url, enabled=False)
+    assert run(plain_db.dsn, delivery, T0 + timedelta(minutes=5))["sent"] == 0
+    settings(plain_db.dsn, webhook_url=receiver.url, enabled=True)
+    assert run(plain_db.dsn, delivery, T0 + timedelta(minutes=6))["sent"] == 1
+    assert len(receiver.got) == 1

@@ -203,6 +203,7 @@ def test_workflow_end_to_end_with_timeline_and_audit(soc: Soc) -> None:
                        "resolve"]  # fmt: skip
     dispatch = next(e for e in detail["timeline"] if e["kind"] == "dispatch")
     assert dispatch["detail"]["outcome"] == "mitigated"
+    assert dispatch["detail"]["notes"] == "unplugged the NAS"
     assert dispatch["at"].startswith("2026-01-02T00:00:00")
     esc_entry = next(e for e in detail["timeline"] if e["text"] == "escalate")
     assert esc_entry["detail"]["reason"] == "ransomware note seen"

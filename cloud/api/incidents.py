@@ -254,6 +254,7 @@ def show_incident(
                 "who": r[2],
                 "outcome": r[4],
                 "recorded_at": r[5].isoformat(),
+                "notes": r[6],
             },
         )
         for r in _q(
