@@ -139,9 +139,17 @@ _AUDIT_COLS = ("id", "at", "actor", "action", "target", "tenant", "result")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mimamori soc", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="mimamori soc",
+        description="SOC actions on alerts and incidents through the API over HTTPS.",
+    )
     p.add_argument("--url", default=None, help="API base URL (env MIMAMORI_API_URL)")
     p.add_argument("--token", default=None, help="API token (env MIMAMORI_API_TOKEN)")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding the API token (keeps it out of the process list)",
+    )
     p.add_argument(
         "--ca", default=None, help="CA file of the API's certificate (env MIMAMORI_API_CA)"
     )
@@ -225,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
 def client_from(args: argparse.Namespace, env: Mapping[str, str]) -> SocClient:
     """Build the client from flags, falling back to the environment."""
     url = args.url or env.get("MIMAMORI_API_URL", "")
-    token = args.token or env.get("MIMAMORI_API_TOKEN", "")
+    token = args.token or _secret(args.token_file) or env.get("MIMAMORI_API_TOKEN", "")
     ca = args.ca or env.get("MIMAMORI_API_CA") or None
     if not url or not token:
         raise ConfigError("give --url and --token (or MIMAMORI_API_URL and MIMAMORI_API_TOKEN)")

@@ -137,6 +137,11 @@ def test_soc_cli_reads_the_environment(
     monkeypatch.setenv("MIMAMORI_API_CA", str(api.ca))
     assert mimamori_main(["soc", "--json", "incidents"]) == 0
     assert [i["id"] for i in json.loads(capsys.readouterr().out)] == [api.ids["tb"]]
+    monkeypatch.delenv("MIMAMORI_API_TOKEN")
+    token_file = api.ca.parent / "token"
+    token_file.write_text(token(api.dsn, "ana")["authorization"].split()[1] + "\n")
+    assert mimamori_main(["soc", "--json", "--token-file", str(token_file), "incidents"]) == 0
+    assert {i["tenant"] for i in json.loads(capsys.readouterr().out)} == {"ta"}
 
 
 def test_soc_cli_notify_settings(
