@@ -349,7 +349,8 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        result = run(samples=args.samples, timeout=args.timeout, background_pps=args.background_pps)
+        result = run(samples=args.samples, timeout=args.timeout,
+                     background_pps=args.background_pps, lru_fix=args.lru_fix)  # fmt: skip
     except BenchError as exc:
         print(f"mimamori bench alert-latency: {exc}", file=sys.stderr)
         return 2
@@ -360,7 +361,11 @@ def main(argv: list[str]) -> int:
         f"samples {result['samples']}  p50 {result['p50_s']:.2f} s  "
         f"p95 {result['p95_s']:.2f} s  max {result['max_s']:.2f} s  "
         f"rules {', '.join(result['rules'])}  background {result['background_pps']} pps"
+        + ("  (nfstream LRU patched)" if result["lru_fix"] else "")
     )
+    if result["timed_out"]:
+        print(f"  {result['timed_out']} sample(s) had no alert within {result['timeout_s']:.0f} s "
+              "(not in the figures)")  # fmt: skip
     for r in result["runs"]:
         print(f"  {r['actor']:<14} {r['rule']:<16} alert row {r['latency_s']:7.2f} s "
               f"(detected {r['detect_s']:+.2f} s)")  # fmt: skip
