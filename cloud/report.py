@@ -236,7 +236,8 @@ def _collect(
         label_join = ("LEFT JOIN device_labels l ON l.tenant = d.tenant AND l.mac = d.mac"
                       if has_labels else "")  # fmt: skip
         devices = cur.execute(
-            f"SELECT d.mac::text AS mac, d.ips::text[] AS ips, d.vendor, d.hostname, d.model, "
+            "SELECT d.mac::text AS mac, ARRAY(SELECT host(i) FROM unnest(d.ips) i) AS ips, "
+            f"d.vendor, d.hostname, d.model, "
             f"d.first_seen, d.last_seen, {label_cols} FROM devices d {label_join} "
             "WHERE d.tenant = %s AND d.first_seen < %s AND d.last_seen >= %s "
             "ORDER BY d.first_seen, d.mac",

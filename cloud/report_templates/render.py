@@ -30,13 +30,13 @@ if TYPE_CHECKING:
     from mimamori.cloud.report import MonthData
 
 #: Fonts tried in order; the first installed one with Japanese glyphs draws the charts.
-CJK_FONTS = ("IPAGothic", "IPAPGothic", "Noto Sans CJK JP", "Noto Sans JP", "TakaoGothic")
+CJK_FONTS = ("IPAPGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "TakaoGothic")
 SEVERITY_COLOURS = {"critical": "#7b1fa2", "high": "#d32f2f", "medium": "#f57c00",
                     "low": "#fbc02d", "info": "#90a4ae"}  # fmt: skip
 
 CSS = """
 @page { size: A4; margin: 16mm 14mm; }
-body { font-family: "IPAGothic", "IPAPGothic", "Noto Sans CJK JP", sans-serif;
+body { font-family: "IPAPGothic", "IPAGothic", "Noto Sans CJK JP", sans-serif;
        font-size: 10.5pt; color: #222; line-height: 1.5; }
 h1 { font-size: 18pt; margin: 0 0 4pt; } h2 { font-size: 13pt; border-bottom: 2px solid #1565c0;
      margin-top: 16pt; } .lead { color: #555; }
@@ -117,6 +117,7 @@ def charts(data: MonthData, lang: Lang) -> list[str]:
 
     matplotlib.use("Agg")  # no display on a server
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     font = _font()
     if font:
@@ -135,6 +136,7 @@ def charts(data: MonthData, lang: Lang) -> list[str]:
             ax.bar([d.day for d in days], values, bottom=bottom, color=SEVERITY_COLOURS[sev],
                    label=pick(SEVERITY_TEXT[sev], lang))  # fmt: skip
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.5 alerts
     ax.set_title(t("chart_alerts", lang))
     if any(bottom):
         ax.legend(fontsize=7, loc="upper right")
