@@ -3,7 +3,7 @@
 ::
 
     mimamori cloud migrate [--dsn DSN] [--storage auto|postgresql|timescaledb]
-    mimamori cloud gateway add --tenant T --gateway G [--site S] [--name N]
+    mimamori cloud gateway add --tenant T --gateway G [--site S] [--name N] [--industry I]
     mimamori cloud gateway revoke --gateway G
     mimamori cloud gateway list [--tenant T]
     mimamori cloud ingest [--dsn DSN] [--mqtt-host H] [--mqtt-port P] [--metrics-port P]
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--gateway", required=True)
     a.add_argument("--site", default="")
     a.add_argument("--name", default="")
+    a.add_argument(
+        "--industry", help="the tenant's industry, for the shared alert statistics (e.g. retail)"
+    )
     r = gsub.add_parser("revoke", help="revoke a gateway: its messages go to quarantine")
     _add_dsn(r)
     r.add_argument("--gateway", required=True)
@@ -92,8 +95,9 @@ def _gateway(args: argparse.Namespace, dsn: str) -> int:
         with psycopg.connect(dsn) as conn:
             if args.action == "add":
                 new = registry.add_gateway(
-                    conn, tenant=args.tenant, gateway=args.gateway, site=args.site, name=args.name
-                )
+                    conn, tenant=args.tenant, gateway=args.gateway, site=args.site,
+                    name=args.name, industry=args.industry,
+                )  # fmt: skip
                 print(f"gateway {args.gateway} ({args.tenant}): {'added' if new else 'exists'}")
             elif args.action == "revoke":
                 registry.revoke_gateway(conn, args.gateway)

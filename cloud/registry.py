@@ -39,14 +39,23 @@ def _check(what: str, value: str) -> None:
         raise RegistryError(f"{what} {value!r} is not a valid id (lowercase [a-z0-9_-], 1-63)")
 
 
-def add_tenant(conn: psycopg.Connection[Any], tenant: str, *, name: str = "") -> bool:
-    """Register a tenant; return False when it already existed (then nothing changes)."""
+def add_tenant(
+    conn: psycopg.Connection[Any], tenant: str, *, name: str = "", industry: str | None = None
+) -> bool:
+    """Register a tenant; return False when it already existed.
+
+    An existing tenant keeps its name; ``industry`` (for the shared statistics) is set
+    when given.
+    """
     _check("tenant", tenant)
     try:
         cur = conn.execute(
-            "INSERT INTO tenants (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
-            (tenant, name),
+            "INSERT INTO tenants (id, name, industry) VALUES (%s, %s, %s) "
+            "ON CONFLICT (id) DO NOTHING",
+            (tenant, name, industry),
         )
+        if cur.rowcount == 0 and industry is not None:
+            conn.execute("UPDATE tenants SET industry = %s WHERE id = %s", (industry, tenant))
     except psycopg.Error as exc:
         raise StoreError(f"cannot add tenant {tenant!r}: {exc}") from exc
     return cur.rowcount == 1
@@ -59,6 +68,7 @@ def add_gateway(
     gateway: str,
     site: str = "",
     name: str = "",
+    industry: str | None = None,
 ) -> bool:
     """Register a gateway (and its tenant if new); return False if it already existed.
 
@@ -66,7 +76,7 @@ def add_gateway(
     forever, so adding it under another tenant is an error.
     """
     _check("gateway", gateway)
-    add_tenant(conn, tenant)
+    add_tenant(conn, tenant, industry=industry)
     try:
         cur = conn.execute(
             "INSERT INTO gateways (id, tenant, site, name) VALUES (%s, %s, %s, %s) "

@@ -152,3 +152,21 @@ def test_stats_cli_rejects_bad_windows(plain_db: Database, tmp_path: Path) -> No
     assert report_cli.main([*base, "--since", "2026-11-09", "--until", "2026-10-01"]) == 1
     assert report_cli.main([*base, "--since", "yesterday", "--until", "2026-10-01"]) == 2
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_gateway_add_records_the_tenants_industry(plain_db: Database) -> None:
+    import subprocess
+    import sys
+
+    from mimamori.cloud.migrate import migrate
+
+    migrate(plain_db.dsn)
+    for i in range(3):
+        subprocess.run(
+            [sys.executable, "-m", "mimamori", "cloud", "gateway", "add", "--dsn", plain_db.dsn,
+             "--tenant", f"shop{i}", "--gateway", f"shop{i}-gw", "--industry", "retail"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    with psycopg.connect(plain_db.dsn) as conn:
+        rows = conn.execute("SELECT id, industry FROM tenants ORDER BY id").fetchall()
+    assert rows == [("shop0", "retail"), ("shop1", "retail"), ("shop2", "retail")]
