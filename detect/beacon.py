@@ -24,6 +24,9 @@ from mimamori.detect.stats import BeaconScore, beacon_score, regularity_gate
 from mimamori.protocol import SEVERITIES, Alert, FlowRecord
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
+#: How many of the latest call-backs a record may merge into (records arrive a little out
+#: of start order, since they come at expiry).
+_MERGE_LOOKBACK = 8
 
 
 @dataclass
@@ -120,8 +123,12 @@ class BeaconRule(Rule):
             pair.sports.add(rec.src_port)
         pair.port, pair.mac = rec.dst_port, rec.src_mac or pair.mac
         size = float(rec.bytes_src2dst)
-        if pair.starts and rec.first_seen - pair.starts[-1] < self.cfg.merge_s:
-            pair.sizes[-1] += size
+        # Records arrive in expiry order, not start order: a call-back may start before
+        # the last one seen. Merge with any recent start within merge_s, either side.
+        for back in range(1, min(len(pair.starts), _MERGE_LOOKBACK) + 1):
+            if abs(rec.first_seen - pair.starts[-back]) < self.cfg.merge_s:
+                pair.sizes[-back] += size
+                break
         else:
             pair.starts.append(rec.first_seen)
             pair.sizes.append(size)

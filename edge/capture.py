@@ -14,6 +14,15 @@ every summary interval sees the traffic of the interval before. Shorter timeouts
 more flow records (and more Python work) per connection; 15/60 keeps a busy office LAN
 well within a Raspberry Pi's budget (see docs/performance.md).
 
+Flow cache. nfstream keeps its flows in an ``OrderedDict`` (``nfstream.meter.NFCache``)
+and expires idle ones by scanning from the least recently used end, stopping at the first
+flow that is not idle. Its docstring says updates move a flow to the recent end, but only
+``__setitem__`` does, and an update goes through ``__getitem__``: a long-lived flow created
+early stays at the front and holds every idle flow behind it until it ends or reaches the
+active timeout (nfstream issue #120 reports the symptom). :func:`lru_flow_cache` makes the
+cache a true LRU before the meter process is forked, which bounds the delay from a flow's
+last packet to its record by ``idle_timeout`` (docs/performance.md, "Alert latency").
+
 Errors: every failure of this module and of :mod:`.discovery` is a :class:`CaptureError`.
 """
 
@@ -25,6 +34,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +50,28 @@ Item = FlowRecord | ArpEvent | DiscoveryEvent
 
 #: nfstream's expiration_id values -> FlowRecord.expiry.
 _EXPIRY = {0: "idle", 1: "active", -1: "end"}
+
+
+def lru_flow_cache() -> None:
+    """Make nfstream's flow cache move a flow to the recent end on every update.
+
+    Idempotent. nfstream's meter runs in a child forked from this process (Linux), so the
+    patched method is what the meter uses; under a ``spawn`` start method (macOS) the child
+    imports nfstream afresh and keeps the original behaviour.
+    """
+    from nfstream import meter
+
+    cache = meter.NFCache
+    if getattr(cache, "_mimamori_lru", False):
+        return
+
+    def _getitem(self: Any, key: Any) -> Any:
+        value = OrderedDict.__getitem__(self, key)
+        self.move_to_end(key)
+        return value
+
+    cache.__getitem__ = _getitem
+    cache._mimamori_lru = True
 
 
 class CaptureError(EdgeError):
@@ -156,6 +188,7 @@ class FlowMeter:
             from nfstream import NFStreamer
         except ImportError as exc:  # the gateway extra is missing
             raise CaptureError("nfstream is not installed: pip install 'mimamori[edge]'") from exc
+        lru_flow_cache()
         source = list(self.source) if isinstance(self.source, list) else self.source
         try:
             return NFStreamer(source=source, **self.settings)

@@ -152,3 +152,39 @@ def test_meter_skips_and_counts_flows_it_cannot_convert(shared_data: Path) -> No
     meter.streamer = lambda: [real[0], Broken(), *real[1:]]  # type: ignore[method-assign]
     records = list(meter)
     assert len(records) == len(real) and meter.bad_flows == 1
+
+
+def _write_pcap(path: Path, frames: list[tuple[float, bytes]]) -> None:
+    with path.open("wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for ts, frame in frames:
+            sec = int(ts)
+            out.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)))
+            out.write(frame)
+
+
+def _ipv4_udp(src: str, dst: str, sport: int, dport: int) -> bytes:
+    payload = b"x" * 20
+    udp = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+        bytes(int(o) for o in src.split(".")), bytes(int(o) for o in dst.split(".")),
+    )  # fmt: skip
+    eth = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
+    return eth + ip + udp
+
+
+def test_idle_flows_expire_behind_a_long_lived_one(tmp_path: Path) -> None:
+    """A flow that went quiet expires after the idle timeout even while a flow created
+    before it stays busy (nfstream's cache alone would hold it until the busy one ends)."""
+    busy = [(1000.0 + 5 * i, _ipv4_udp("10.0.0.1", "10.0.0.2", 4000, 5000)) for i in range(12)]
+    quiet = [(1001.0, _ipv4_udp("10.0.0.3", "10.0.0.4", 4001, 5001))]
+    later = [(1100.0, _ipv4_udp("10.0.0.5", "10.0.0.6", 4002, 5002))]
+    pcap = tmp_path / "lru.pcap"
+    _write_pcap(pcap, sorted(busy + quiet + later))
+    records = list(FlowMeter(source=[pcap], idle_timeout=15, active_timeout=600))
+    order = [r.src_ip for r in records]
+    assert order == ["10.0.0.3", "10.0.0.1", "10.0.0.5"]
+    quiet_record = records[0]
+    assert quiet_record.expiry == "idle" and quiet_record.pkts_src2dst == 1
+    assert records[1].pkts_src2dst == 12
