@@ -6,8 +6,9 @@ component (cloud, simulators, dashboards); no component may import all of them.
 It starts a private Mosquitto and a private PostgreSQL (with TimescaleDB when the
 extension is installed), creates the schema, starts the ingester and the cloud jobs as
 separate processes (as in production), runs a fleet of simulated gateways (the edge's
-real outbox and publisher) through the pilots' scenarios, and ends with a summary of what
-the cloud stored and detected. It writes the Grafana dashboards (and a sample report when
+real outbox and publisher) through the pilots' scenarios, with a sensor node behind one
+gateway (relayed by the edge's real sensor relay: heartbeats, a touch on its canary, then
+silence), and ends with a summary of what the cloud stored and detected. It writes the Grafana dashboards (and a sample report when
 the report module is installed) under ``--out`` and removes everything else it started.
 Nothing leaves the machine: it works offline.
 """
@@ -34,6 +35,8 @@ from mimamori.simulators.services import Mosquitto, Postgres, timescaledb_availa
 #: Scenarios the demo runs, one gateway each; the other gateways are ordinary offices.
 DEMO_SCENARIOS = scenarios.NAMES
 SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
+#: Alerts the cloud must raise about the demo's sensor node (see SimSensor in fleet.py).
+SENSOR_EXPECTED = ("canary_touch", "sensor_offline")
 
 
 @dataclass
@@ -85,6 +88,35 @@ def _process(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subpro
                 proc.wait(5)
 
 
+def sensor_gateways(demo_scenarios: tuple[str, ...], gateways: int) -> tuple[int, ...]:
+    """The gateway with the demo's sensor node: the ``ransomware`` site, whose infected PC
+    is the one that touches the canary; without that scenario, the first gateway that
+    runs no fault scenario (a killed or cut-off gateway would blur the sensor's story)."""
+    if "ransomware" in demo_scenarios:
+        return (demo_scenarios.index("ransomware"),)
+    for i in range(gateways):
+        if i >= len(demo_scenarios) or demo_scenarios[i] not in scenarios.FAULTS:
+            return (i,)
+    return ()
+
+
+def _jobs_during_run() -> list[str]:
+    """``--only`` arguments of the jobs loop that runs while the fleet does: every job but
+    ``sensors``.
+
+    The sensors job compares the time the gateway stamped on a sensor's last message with
+    the cloud's clock. The fleet's clock is simulated and runs behind the wall clock until
+    the run ends (by 58 min at the start of the demo's hour), so during the run that job
+    would take a sensor that is alive in simulated time for a silent one and raise a
+    ``sensor_offline`` at every pass. (Gateway liveness does not have this problem: it
+    uses the time the cloud heard the gateway.) The demo runs it after the run, when the
+    clocks agree again, with every other job (see main).
+    """
+    from mimamori.cloud.jobs.runner import JOBS
+
+    return [arg for job in JOBS if job != "sensors" for arg in ("--only", job)]
+
+
 def _wait_ingester_subscribed(log: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -129,6 +161,10 @@ def _query(dsn: str) -> dict[str, Any]:
             "SELECT gateway, category, count(*) FROM alerts GROUP BY gateway, category"
         ).fetchall():
             out["alerts_by_gateway"].setdefault(gateway, {})[category] = n
+        out["sensor_alerts"] = one(
+            "SELECT gateway, category, actor, target FROM alerts WHERE category = ANY(%s)",
+            (list(SENSOR_EXPECTED),),
+        ).fetchall()
     return out
 
 
@@ -180,7 +216,56 @@ def _summary(stats: dict[str, Any], config: Any, result: Any, storage: str) -> t
                 else "outbox not drained / 未送信あり"
             )
             lines.append(f"  {scenario:<15} {gateway}: fault injected → {state}")
-    return "\n".join(lines), missed + (1 if lost else 0)
+    sensor_lines, sensor_missed = _sensor_summary(stats, config, result)
+    lines += sensor_lines
+    return "\n".join(lines), missed + sensor_missed + (1 if lost else 0)
+
+
+def _sensor_summary(stats: dict[str, Any], config: Any, result: Any) -> tuple[list[str], int]:
+    """Lines about the sensor nodes, and how many of their expected alerts are missing.
+
+    An alert counts only when it names what the node did: the canary alert the source
+    address and the touched port, the offline alert the node and its gateway.
+    """
+    lines: list[str] = []
+    missed = 0
+    sim_end = result.clock.sim_start + config.minutes * 60.0
+    for i in config.sensors:
+        gateway = config.gateway(i)
+        node = result.gateways.get(gateway, {}).get("sensor")
+        if not node:
+            lines += ["", f"sensor node / センサー at {gateway}: no report / 報告なし"]
+            missed += len(SENSOR_EXPECTED)
+            continue
+        sensor = node["sensor_id"]
+        relayed = sum(node["relayed"].values())
+        dropped = sum(n for k, n in node["relay_counters"].items() if k.startswith("dropped"))
+        lines += [
+            "",
+            f"sensor node / センサー {sensor} at {gateway}: {relayed} messages relayed "
+            f"/ 中継 {relayed} 件 (dropped / 破棄: {dropped})",
+        ]
+        canary = node["canary"] or {}
+        found = {
+            (cat, actor, target)
+            for gw, cat, actor, target in stats["sensor_alerts"]
+            if gw == gateway
+        }
+        touched = f"{sensor}:{canary.get('port')}"
+        silent_min = (sim_end - (node["last_sent"] or sim_end)) / 60.0
+        expected = [
+            ("canary_touch", (canary.get("src_ip"), touched),
+             f"{canary.get('src_ip')}:{canary.get('src_port')} → port {canary.get('port')} "
+             "touched the canary / おとりに接続"),
+            ("sensor_offline", (sensor, gateway),
+             f"silent for the last {silent_min:.0f} min / 最後の {silent_min:.0f} 分間無通信"),
+        ]  # fmt: skip
+        for category, (actor, target), what in expected:
+            ok = (category, actor, target) in found
+            missed += 0 if ok else 1
+            mark = "detected / 検知" if ok else "MISSED / 未検知"
+            lines.append(f"  {category:<15} {what} → {mark}")
+    return lines, missed
 
 
 def main(argv: list[str]) -> int:
@@ -208,11 +293,13 @@ def main(argv: list[str]) -> int:
             storage = db.storage
             stage.say(f"スキーマ作成 ({storage})", f"creating the schema on {storage}")
             migrate(db.dsn)
+            demo_scenarios = tuple(DEMO_SCENARIOS[: args.gateways])
             config = FleetConfig(
                 gateways=args.gateways, devices=args.devices, minutes=args.minutes,
-                speed=args.speed, scenarios=tuple(DEMO_SCENARIOS[: args.gateways]),
-                port=broker.port, prefix="demo", workdir=str(work / "fleet"),
-                local_hour=10.0, drain_s=60.0, power_cut_downtime_s=10.0,
+                speed=args.speed, scenarios=demo_scenarios, port=broker.port, prefix="demo",
+                workdir=str(work / "fleet"), local_hour=10.0, drain_s=60.0,
+                power_cut_downtime_s=10.0,
+                sensors=sensor_gateways(demo_scenarios, args.gateways),
             )  # fmt: skip
             register_fleet(db.dsn, config)
             stage.say("インジェスタとクラウドジョブを起動", "starting the ingester and cloud jobs")
@@ -222,18 +309,24 @@ def main(argv: list[str]) -> int:
                 [*cli, "cloud", "ingest", "--dsn", db.dsn, "--mqtt-port", str(broker.port),
                  "--log-format", "json"], ingest_log, env,
             ) as ingester, _process(
-                [*cli, "cloud", "jobs", "loop", "--dsn", db.dsn, "--interval", "10"],
-                out / "jobs.log", env,
+                [*cli, "cloud", "jobs", "loop", "--dsn", db.dsn, "--interval", "10",
+                 *_jobs_during_run()], out / "jobs.log", env,
             ):  # fmt: skip
                 _wait_ingester_subscribed(ingest_log, ingester, timeout=20)
                 stage.say(
                     f"{config.gateways} 拠点のゲートウェイを模擬 ({', '.join(config.scenarios)})",
                     f"simulating {config.gateways} gateways with scenarios",
                 )
+                for i in config.sensors:
+                    stage.say(
+                        f"{config.gateway(i)} の LAN にセンサー 1 台 (おとりへの接続、その後無通信)",
+                        f"a sensor node behind {config.gateway(i)}: a canary touch, then silence",
+                    )
                 with ProgressBar(enabled=not args.quiet) as bar:
                     result = run_fleet(config, progress=bar.update)
                 # Let the ingester commit the last batches, then run every job once more
-                # so incidents and liveness reflect the end of the run.
+                # so incidents and liveness reflect the end of the run (and, the simulated
+                # clock having caught up with the wall clock, the sensors job).
                 time.sleep(2.0)
                 subprocess.run([*cli, "cloud", "jobs", "run-once", "--dsn", db.dsn],
                                check=False, capture_output=True, env=env)  # fmt: skip

@@ -7,9 +7,11 @@ traffic is synthetic. Per gateway and per simulated interval it appends a
 ``heartbeat_s``, device observations (the whole inventory at start, then hourly
 refreshes and devices that come and go) and the alerts its scenarios raise: scenario
 traffic (:mod:`.scenarios`) goes through the real detection engine and the edge's real
-summariser. The publisher numbers nothing itself; the outbox does, exactly as on a
-gateway, and every numbered message is written to a ledger so that benchmarks can
-compare what gateways sent with what the cloud committed.
+summariser. Gateways listed in ``sensors`` also relay a sensor node's messages
+(:class:`SimSensor`) through the edge's real sensor relay. The publisher numbers
+nothing itself; the outbox does, exactly as on a gateway, and every numbered message is
+written to a ledger so that benchmarks can compare what gateways sent with what the
+cloud committed.
 
 Processes. Gateways are spread over ``workers`` processes. In each, one thread appends
 messages (:class:`_Generator`) while the main thread runs :func:`mimamori.edge.
@@ -46,6 +48,7 @@ from typing import Any
 import msgspec
 from mimamori.edge.outbox import Outbox
 from mimamori.edge.publisher import Backoff, Publisher, drive
+from mimamori.edge.sensors import Relay
 from mimamori.edge.summaries import DEFAULT_HOME_NET, Summarizer
 from mimamori.protocol import (
     Alert,
@@ -111,6 +114,8 @@ class FleetConfig:
     offline_for: float = 0.3  # fraction of the run
     window: int = 64
     ack_timeout: float = 30.0
+    #: Gateways (indexes) with a sensor node on their LAN: see :class:`SimSensor`.
+    sensors: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.gateways < 1 or self.devices < 1:
@@ -126,6 +131,12 @@ class FleetConfig:
         if unknown:
             raise ValueError(
                 f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(scenarios.NAMES)}"
+            )
+        outside = [i for i in self.sensors if not 0 <= i < self.gateways]
+        if outside:
+            raise ValueError(
+                f"sensors: gateway index(es) {outside} outside 0-{self.gateways - 1}; "
+                "give indexes of simulated gateways"
             )
 
     def tenant(self, index: int) -> str:
@@ -269,6 +280,9 @@ class SimGateway:
             self.summarizer = Summarizer(interval=iv)
         self.alerts_raised: dict[str, int] = {}
         self.messages = 0
+        self.sensor: SimSensor | None = None
+        if index in config.sensors:
+            self.sensor = SimSensor(gateway=self, started_at=started_at)
 
     def _traffic_time(self, t: float) -> float:
         """The time the traffic profile sees: ``t``, or with ``local_hour`` set, the same
@@ -285,7 +299,7 @@ class SimGateway:
         build: Callable[[int], Any],
         sent_at: float,
         due: float | None = None,
-    ) -> None:
+    ) -> int | None:
         if self.measure:
             inner = build
 
@@ -297,13 +311,14 @@ class SimGateway:
 
         seq = self.outbox.append(build)
         if seq is None:
-            return  # dropped by the disk budget (counted by the outbox)
+            return None  # dropped by the disk budget (counted by the outbox)
         self.messages += 1
         self.ledger.add(
             Entry(
                 self.gateway, seq, kind, rows, sent_at, time.time(), sent_at if due is None else due
             )
         )
+        return seq
 
     def step(self, now: float) -> None:
         """Append everything due by simulated time ``now``."""
@@ -318,6 +333,8 @@ class SimGateway:
         while now >= self.next_heartbeat:
             self._heartbeat(self._stamp(now, self.next_heartbeat), self.next_heartbeat)
             self.next_heartbeat += cfg.heartbeat_s
+        if self.sensor is not None:
+            self.sensor.step(now)
 
     def _stamp(self, now: float, due: float) -> float:
         """``sent_at`` of a message due at ``due`` and made at ``now``: the moment it is
@@ -403,6 +420,133 @@ def _retime(row: FlowSummary, shift: float) -> FlowSummary:
         first_seen=None if row.first_seen is None else row.first_seen + shift,
         last_seen=None if row.last_seen is None else row.last_seen + shift,
     )
+
+
+# --- a sensor node on the site's LAN -------------------------------------------------------
+
+#: The firmware's default heartbeat interval (firmware/mimamori_sensor/settings.py).
+SENSOR_HEARTBEAT_S = 60
+#: When the canary is touched and when the node falls silent, as fractions of the run.
+#: Silent for the second half of the run, the node misses far more than the three
+#: heartbeats after which the cloud's sensors job raises ``sensor_offline``.
+SENSOR_TOUCH_AT = 0.3
+SENSOR_SILENT_AT = 0.5
+#: The port the canary reports touched: SMB, what ransomware spreading over the LAN
+#: tries first (the ``ransomware`` scenario opens SMB sessions on every host).
+SENSOR_TOUCHED_PORT = 445
+SENSOR_FW = "0.1.0"
+
+
+class SimSensor:
+    """A sensor node (firmware/) on a simulated gateway's LAN, and that gateway's relay.
+
+    The node's messages are the firmware's JSON (docs/firmware.md: ``v``, ``sensor``,
+    ``seq`` and the kind's fields) and go through the edge's real
+    :class:`~mimamori.edge.sensors.Relay`, which validates them and appends them to the
+    gateway's outbox as protocol v1 ``SensorMessage``; the ledger counts them like every
+    other message. Only the site listener (MQTT between node and relay) is left out:
+    :meth:`Relay.handle` is what the relay's subscription calls for each message.
+
+    The relay's clock is the simulated gateway's (simulated time). The node boots with the
+    gateway: a self-report, then a heartbeat every :data:`SENSOR_HEARTBEAT_S`. At
+    :data:`SENSOR_TOUCH_AT` of the run a PC of the site (the one the ``ransomware``
+    scenario infects) connects to the canary's SMB port; from :data:`SENSOR_SILENT_AT`
+    the node sends nothing more (unplugged, as an intruder who found it would do).
+    """
+
+    def __init__(self, *, gateway: SimGateway, started_at: float) -> None:
+        self.gateway = gateway
+        # Unique in the tenant (two gateways of a customer share its sensors' namespace).
+        self.sensor_id = f"s-{gateway.gateway}"
+        span = gateway.config.minutes * 60.0
+        self.rng = random.Random(gateway.site.seed + 17)
+        self.node_boot = started_at - self.rng.uniform(600.0, 86_400.0)
+        self.touch_at = started_at + SENSOR_TOUCH_AT * span
+        self.silent_at = started_at + SENSOR_SILENT_AT * span
+        self.next_report: float | None = started_at
+        self.next_heartbeat = started_at
+        self.touched = False
+        self.source = scenarios.cast(gateway.site, "ransomware").victim.ip
+        self.source_port = self.rng.randint(49152, 65535)
+        self.seq = 0
+        self.last_sent: float | None = None
+        self.kinds: dict[str, int] = {}
+        self._now = started_at
+        self.relay = Relay(
+            host="127.0.0.1", port=0, password="never-connected", gateway=gateway.gateway,
+            outbox=self, known={self.sensor_id: "simulated"}, clock=lambda: self._now,
+            client_id=f"relay-{gateway.gateway}",
+        )  # fmt: skip
+
+    def append(self, message: Callable[[int], Any]) -> int | None:
+        """The relay's sink: the gateway's outbox, through the fleet's ledger."""
+        return self.gateway._append("sensor", 1, message, self._now)
+
+    def step(self, now: float) -> None:
+        """Send what the node has due by simulated time ``now``, in time order."""
+        while True:
+            due = self._next_due()
+            if due is None or due > now:
+                return
+            self._now = due
+            if self.next_report is not None and due == self.next_report:
+                self._send("self_report", self._self_report())
+                self.next_report = None
+            elif not self.touched and due == self.touch_at:
+                self._send("canary", {
+                    "port": SENSOR_TOUCHED_PORT, "src_ip": self.source,
+                    "src_port": self.source_port, "age_ms": self.rng.randint(40, 400),
+                    "dropped": 0,
+                })  # fmt: skip
+                self.touched = True
+            else:
+                self._send("heartbeat", {
+                    "uptime_s": int(due - self.node_boot),
+                    "free_mem": self.rng.randrange(78_000, 84_000, 16),
+                    "rssi": self.rng.randint(-67, -52), "fw": SENSOR_FW,
+                    "canary_total": int(self.touched), "canary_dropped": 0, "reconnects": 0,
+                })  # fmt: skip
+                self.next_heartbeat += SENSOR_HEARTBEAT_S
+
+    def _next_due(self) -> float | None:
+        candidates = [self.next_heartbeat]
+        if self.next_report is not None:
+            candidates.append(self.next_report)
+        if not self.touched:
+            candidates.append(self.touch_at)
+        due = min(candidates)
+        return due if due < self.silent_at else None
+
+    def _self_report(self) -> dict[str, Any]:
+        return {
+            "fw": SENSOR_FW, "mpy": "1.24.1", "platform": "esp32", "tls": True,
+            "unique_credential": True, "network_repl": False, "wifi_ap": False,
+            "canary_enabled": True, "canary_ports": [23, 80, 445, 502, 3389],
+            "canary_failed_ports": [], "config_counter": 0, "heartbeat_s": SENSOR_HEARTBEAT_S,
+        }  # fmt: skip
+
+    def _send(self, kind: str, fields: dict[str, Any]) -> None:
+        body = {"v": 1, "sensor": self.sensor_id, "seq": self.seq, **fields}
+        self.seq += 1
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        if self.relay.handle(f"site/sensors/{self.sensor_id}/{kind}", payload) is not None:
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            self.last_sent = self._now
+
+    def report(self) -> dict[str, Any]:
+        """What the node sent, for the run's report (and the demo's expectations)."""
+        return {
+            "sensor_id": self.sensor_id,
+            "relayed": self.kinds,
+            "relay_counters": dict(self.relay.counters),
+            "canary": (
+                {"src_ip": self.source, "src_port": self.source_port, "port": SENSOR_TOUCHED_PORT}
+                if self.kinds.get("canary")
+                else None
+            ),
+            "last_sent": self.last_sent,
+            "silent_from": self.silent_at,
+        }
 
 
 # --- the site's internet link -----------------------------------------------------------
@@ -569,6 +713,7 @@ def _worker_main(spec: WorkerSpec, counters: Any) -> None:
                     "outbox_depth": g.outbox.depth(),
                     "outbox_dropped": g.outbox.dropped(),
                     "link_cuts": links[g.index].cuts if g.index in links else 0,
+                    "sensor": g.sensor.report() if g.sensor is not None else None,
                 }
                 for g, p in zip(gens, pubs, strict=True)
             }
