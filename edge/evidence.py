@@ -62,6 +62,11 @@ class EvidenceCollector:
             )  # fmt: skip
             if rec.user_agent:
                 self.observer.banner(rec.src_mac, source="user_agent", text=rec.user_agent, ts=ts)
+            if rec.client_fingerprint:
+                self.observer.tls_hello(
+                    rec.src_mac, fingerprint=rec.client_fingerprint, ts=ts,
+                    name=rec.sni or rec.dst_ip, port=rec.dst_port,
+                )  # fmt: skip
         if dst_local and rec.dst_mac and answered:
             self.observer.flow(
                 rec.dst_mac, role="server", peer="lan" if src_local else "internet",
@@ -74,6 +79,20 @@ class EvidenceCollector:
             if value := event.facts.get(fact):
                 source = f"{event.source}_{fact}"
                 self.observer.banner(event.mac, source=source, text=value, ts=event.ts)
+
+    def on_login(
+        self, *, server_mac: str, protocol: str, user: str, password: str, accepted: bool,
+        ts: float,
+    ) -> bool:  # fmt: skip
+        """A cleartext login read off the wire (Telnet, FTP, HTTP basic) to ``server_mac``.
+
+        The hook for a login extractor: nothing in the gateway extracts login contents yet
+        (docs/labels.md says what it would take). True when it was a factory credential.
+        """
+        return self.observer.login(
+            server_mac, protocol=protocol, user=user, password=password, accepted=accepted,
+            ts=ts,
+        )  # fmt: skip
 
     def on_device(self, device: Device) -> None:
         """An inventory row (identity, services, extras)."""

@@ -45,7 +45,7 @@ def test_catalogue_lists_the_sixteen_star1_requirements() -> None:
         assert c.etsi and c.summary_ja and c.summary_en
         if c.network == "no":
             assert c.reason, c.id
-    assert {c.id for c in CAT.criteria if c.decisive} == {"S1.1-10", "S1.1-11"}
+    assert {c.id for c in CAT.criteria if c.decisive} == {"S1.1-12", "S1.1-13"}
 
 
 def test_catalogue_validation_refuses_a_missing_requirement() -> None:
@@ -60,6 +60,47 @@ def test_catalogue_validation_refuses_a_missing_requirement() -> None:
         parse_catalogue(doc)
 
 
+def _catalogue_doc() -> dict[str, Any]:
+    import tomllib
+    from importlib import resources
+
+    text = resources.files("mimamori.detect.labels").joinpath("catalogue.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def test_catalogue_records_what_was_verified_and_what_was_not() -> None:
+    """Confirmed entries name their source; unconfirmed ones say what is uncertain."""
+    confirmed = {c.id for c in CAT.criteria if not c.verify}
+    # Checked against public sources (catalogue.toml header, docs/labels.md).
+    assert confirmed == {f"S1.1-{n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 12, 16)}
+    for c in CAT.criteria:
+        if c.verify:
+            assert c.note, c.id
+            assert not c.source, f"{c.id} is unconfirmed but names a source"
+        else:
+            assert c.source, c.id
+    # A requirement whose subject is unknown is never judged.
+    unknown = [c for c in CAT.criteria if c.etsi == "unknown"]
+    assert unknown and all(c.network == "no" for c in unknown)
+    label = assess(DeviceEvidence(mac="02:00:00:00:00:0a"), catalogue=CAT, now=NOW)
+    by_id = {r.id: r for r in label.criteria}
+    assert all(by_id[c.id].status == "unknown" and by_id[c.id].reason for c in unknown)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.pop("note"), "needs a note"),  # an unverified entry must say why
+        (lambda c: (c.pop("verify"), c.pop("note")), "name the source"),
+    ],
+)
+def test_catalogue_validation_refuses_unexplained_entries(change: Any, message: str) -> None:
+    doc = _catalogue_doc()
+    change(next(c for c in doc["criterion"] if c["id"] == "S1.1-10"))
+    with pytest.raises(ConfigError, match=message):
+        parse_catalogue(doc)
+
+
 def test_public_surface_is_complete() -> None:
     import mimamori.detect.labels as labels
 
@@ -67,7 +108,7 @@ def test_public_surface_is_complete() -> None:
     assert len(set(labels.__all__)) == len(labels.__all__)
     for name in labels.__all__:
         assert hasattr(labels, name), name
-    for module in ("assess", "catalogue", "observe"):
+    for module in ("assess", "catalogue", "credentials", "observe"):
         mod = getattr(labels, module)
         public = {
             n
@@ -87,7 +128,7 @@ def test_telnet_server_and_client_fail_with_evidence(shared_data: Path) -> None:
     labels = _by_mac(result.labels)
     server = labels["00:00:c0:9f:a0:97"]  # 192.168.0.1 answers on port 23
     assert server["outcome"] == "does_not_meet"
-    for cid in ("S1.1-10", "S1.1-11"):
+    for cid in ("S1.1-12", "S1.1-13"):
         crit = _status(server, cid)
         assert crit["status"] == "fail"
         assert any(
@@ -95,15 +136,15 @@ def test_telnet_server_and_client_fail_with_evidence(shared_data: Path) -> None:
         )
     assert any("Telnet" in a["en"] for a in server["advice"])
     client = labels["00:a0:cc:3b:bf:fa"]
-    assert _status(client, "S1.1-10")["status"] == "fail"
-    assert _status(client, "S1.1-11")["status"] != "fail"  # using Telnet is not serving it
+    assert _status(client, "S1.1-12")["status"] == "fail"
+    assert _status(client, "S1.1-13")["status"] != "fail"  # using Telnet is not serving it
 
 
 def test_smbv1_fails_unneeded_services(shared_data: Path) -> None:
     result = replay([str(shared_data / "pcap/benign/cleartext/smbv1.pcap")], labeler=label_replay)
-    failing = [label for label in result.labels if _status(label, "S1.1-11")["status"] == "fail"]
+    failing = [label for label in result.labels if _status(label, "S1.1-13")["status"] == "fail"]
     assert failing
-    evidence = [e for lab in failing for e in _status(lab, "S1.1-11")["evidence"]]
+    evidence = [e for lab in failing for e in _status(lab, "S1.1-13")["evidence"]]
     assert any(e["kind"] == "legacy_service" and "SMBv1" in e["detail"] for e in evidence)
     assert all(lab["outcome"] == "does_not_meet" for lab in failing)
 
@@ -154,7 +195,7 @@ def test_raw_records_and_summaries_agree_on_the_telnet_server(shared_data: Path)
     labels = {lab.mac: lab for lab in collector.labels(now=NOW)}
     server = labels["00:00:c0:9f:a0:97"]
     assert server.outcome == "does_not_meet"
-    assert {c.id for c in server.criteria if c.status == "fail"} == {"S1.1-10", "S1.1-11"}
+    assert {c.id for c in server.criteria if c.status == "fail"} == {"S1.1-12", "S1.1-13"}
 
 
 def test_replay_json_prints_labels(shared_data: Path) -> None:
@@ -186,8 +227,8 @@ def test_a_barely_seen_device_stays_insufficient() -> None:
     obs.flow("02:00:00:00:00:02", role="client", peer="internet", app="TLS", port=443,
              ts=NOW, name="example.net")  # fmt: skip
     label = assess(obs.devices["02:00:00:00:00:02"], catalogue=CAT, now=NOW)
-    assert _status(label.to_dict(), "S1.1-10")["status"] == "pass"
-    assert _status(label.to_dict(), "S1.1-11")["status"] == "unknown"
+    assert _status(label.to_dict(), "S1.1-12")["status"] == "pass"
+    assert _status(label.to_dict(), "S1.1-13")["status"] == "unknown"
     assert label.outcome == "insufficient_evidence"
 
 
@@ -197,14 +238,14 @@ def test_a_barely_seen_device_stays_insufficient() -> None:
         # Telnet answered from the internet: exposed management and cleartext.
         (
             {"role": "server", "peer": "internet", "app": "Telnet", "port": 23},
-            {"S1.1-01", "S1.1-10", "S1.1-11"},
+            {"S1.1-01", "S1.1-12", "S1.1-13"},
         ),
         # Plain-HTTP admin page on the LAN.
-        ({"role": "server", "peer": "lan", "app": "HTTP", "port": 80}, {"S1.1-10"}),
+        ({"role": "server", "peer": "lan", "app": "HTTP", "port": 80}, {"S1.1-12"}),
         # nDPI calls an SSL 3 handshake "SSL".
-        ({"role": "client", "peer": "internet", "app": "SSL", "port": 443}, {"S1.1-10"}),
+        ({"role": "client", "peer": "internet", "app": "SSL", "port": 443}, {"S1.1-12"}),
         # An unknown app on the FTP port, served: judged by the port.
-        ({"role": "server", "peer": "lan", "app": "Unknown", "port": 21}, {"S1.1-10", "S1.1-11"}),
+        ({"role": "server", "peer": "lan", "app": "Unknown", "port": 21}, {"S1.1-12", "S1.1-13"}),
         # STUN replies look inbound but expose nothing.
         ({"role": "server", "peer": "internet", "app": "STUN", "port": 3478}, set()),
     ],
@@ -239,7 +280,7 @@ def test_vendor_update_contact_over_tls_supports_updates() -> None:
              ts=NOW, name="devs.tplinkcloud.com")  # fmt: skip
     label = assess(obs.devices["02:00:00:00:00:07"], catalogue=CAT, now=NOW).to_dict()
     assert _status(label, "S1.1-06")["status"] == "pass"
-    assert _status(label, "S1.1-07")["status"] == "pass"
+    assert _status(label, "S1.1-08")["status"] == "pass"
 
 
 def test_collector_ignores_unanswered_inbound_and_counts_garbage() -> None:

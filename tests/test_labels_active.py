@@ -119,4 +119,4 @@ def test_open_port_check_finds_a_listening_port_and_fails_the_label(listener: in
     obs.active("02:00:00:00:00:09", kind="open_port", detail=f"{listener}/tcp", ts=1.0)
     label = assess(obs.devices["02:00:00:00:00:09"], catalogue=load_catalogue(), now=1.0)
     assert label.outcome == "does_not_meet"
-    assert [c.id for c in label.criteria if c.status == "fail"] == ["S1.1-11"]
+    assert [c.id for c in label.criteria if c.status == "fail"] == ["S1.1-13"]

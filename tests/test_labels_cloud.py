@@ -70,7 +70,7 @@ def test_refresh_stores_labels_and_history(db: Database, shared_data: Path) -> N
         server = found[TELNET_SERVER]
         assert server["outcome"] == "does_not_meet"
         failing = {c["id"] for c in server["criteria"] if c["status"] == "fail"}
-        assert failing == {"S1.1-10", "S1.1-11"}
+        assert failing == {"S1.1-12", "S1.1-13"}
         assert any("Telnet" in a["en"] for a in server["advice"])
         assert found[TELNET_CLIENT]["outcome"] == "does_not_meet"
         assert len(labels.history(conn, tenant=TENANT, mac=TELNET_SERVER)) == 1
@@ -111,7 +111,7 @@ def test_label_command_prints_labels(plain_db: Database, shared_data: Path) -> N
         )
     assert code == 0
     text = out.getvalue()
-    assert "does_not_meet" in text and "S1.1-10 fail" in text and "Telnet" in text
+    assert "does_not_meet" in text and "S1.1-12 fail" in text and "Telnet" in text
     assert "history" in text
     assert TELNET_CLIENT not in text
 

@@ -3,7 +3,8 @@
 Pure assessment: :class:`Observer` collects :class:`Evidence` per device from protocol
 records, :func:`assess` turns one device's evidence into a :class:`Label` with an explicit
 ``now``. The criteria and the lists the checks use are in ``catalogue.toml``
-(:func:`load_catalogue`). See docs/labels.md.
+(:func:`load_catalogue`), the well-known factory credentials in
+``default_credentials.toml`` (:func:`load_credentials`). See docs/labels.md.
 """
 
 from mimamori.detect.labels.assess import (
@@ -21,13 +22,21 @@ from mimamori.detect.labels.catalogue import (
     load_catalogue,
     parse_catalogue,
 )
-from mimamori.detect.labels.observe import DeviceEvidence, Evidence, Observer
+from mimamori.detect.labels.credentials import (
+    Credential,
+    DefaultCredentials,
+    load_credentials,
+    parse_credentials,
+)
+from mimamori.detect.labels.observe import DeviceEvidence, Evidence, Observer, ja4_version
 
 __all__ = [
     "OUTCOMES",
     "Catalogue",
+    "Credential",
     "Criterion",
     "CriterionResult",
+    "DefaultCredentials",
     "DeviceEvidence",
     "Evidence",
     "Kind",
@@ -36,6 +45,9 @@ __all__ = [
     "assess",
     "assess_all",
     "classify",
+    "ja4_version",
     "load_catalogue",
+    "load_credentials",
     "parse_catalogue",
+    "parse_credentials",
 ]

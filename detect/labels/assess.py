@@ -26,18 +26,21 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "S1.1-02": (("default_credential",), ("default_rejected",), ()),
     "S1.1-04": ((), (), ()),
     "S1.1-06": (("outdated",), ("vendor_contact",), ("banner",)),
-    "S1.1-07": (("update_http",), ("update_tls",), ()),
-    "S1.1-10": (
+    "S1.1-08": (("update_http",), ("update_tls",), ()),
+    "S1.1-12": (
         ("cleartext_service", "cleartext_client", "legacy_tls", "http_admin", "http_cloud"),
         ("tls_cloud",),
         (),
     ),
-    "S1.1-11": (
+    "S1.1-13": (
         ("cleartext_service", "legacy_service", "exposure", "exposure_mgmt", "open_port"),
         (),
         ("upnp",),
     ),
 }
+#: The criterion that passes on "enough traffic and nothing risky in it" (unused
+#: interfaces off): silence is evidence here only after ``min_connections``.
+QUIET_PASS = "S1.1-13"
 #: Order in which advice is given (most urgent first); kinds without advice are skipped.
 ADVICE_ORDER = (
     "exposure_mgmt", "exposure", "default_credential", "cleartext_service", "legacy_service",
@@ -125,7 +128,7 @@ def _judge(criterion: Criterion, ev: DeviceEvidence, catalogue: Catalogue) -> Cr
     if bad:
         return CriterionResult(criterion.id, "fail", bad + ev.of(*context))
     good = ev.of(*supporting)
-    if criterion.id == "S1.1-11" and ev.connections >= catalogue.min_connections:
+    if criterion.id == QUIET_PASS and ev.connections >= catalogue.min_connections:
         # Nothing risky in enough traffic is what "unneeded services off" looks like here.
         good = [
             Evidence("observed", f"{ev.connections} connections, no legacy or exposed service",
@@ -135,7 +138,7 @@ def _judge(criterion: Criterion, ev: DeviceEvidence, catalogue: Catalogue) -> Cr
         return CriterionResult(criterion.id, "pass", good + ev.of(*context))
     reason = criterion.reason or (
         f"too little traffic seen ({ev.connections} connections)"
-        if criterion.id == "S1.1-11"
+        if criterion.id == QUIET_PASS
         else f"no supporting evidence yet: needs {criterion.supports or 'an opt-in check'}"
     )
     return CriterionResult(criterion.id, "unknown", ev.of(*context), reason)

@@ -30,6 +30,11 @@ class Criterion:
     reason: str = ""
     advice_ja: str = ""
     advice_en: str = ""
+    #: which public sources confirm the subject (catalogue.toml header); empty when unconfirmed
+    source: str = ""
+    #: what is uncertain about this entry (required when ``verify``)
+    note: str = ""
+    #: True when the subject or ID could not be confirmed against public sources
     verify: bool = False
     decisive: bool = False
 
@@ -66,6 +71,8 @@ class Catalogue:
     encrypted_apps: frozenset[str]
     infrastructure_apps: frozenset[str]
     management_ports: frozenset[int]
+    #: JA4 version code (characters 2-3) -> name, for TLS versions that refute S1.1-12
+    weak_tls_versions: dict[str, str]
     update_domains: dict[str, tuple[str, ...]]
     outdated: tuple[Outdated, ...]
     kinds: tuple[Kind, ...]
@@ -96,6 +103,10 @@ def parse_catalogue(doc: dict[str, Any]) -> Catalogue:
                 raise ConfigError(
                     f"{c.id}: a criterion not judgeable from the network needs a reason"
                 )
+            if c.verify and not c.note:
+                raise ConfigError(f"{c.id}: verify = true needs a note saying what is uncertain")
+            if not c.verify and not c.source:
+                raise ConfigError(f"{c.id}: name the source that confirms it, or set verify = true")
         assess = doc["assessment"]
         kinds = tuple(
             Kind(
@@ -120,6 +131,7 @@ def parse_catalogue(doc: dict[str, Any]) -> Catalogue:
             encrypted_apps=_lower(doc["transport"]["encrypted"]),
             infrastructure_apps=_lower(doc["transport"]["infrastructure"]),
             management_ports=frozenset(int(p) for p in doc["management"]["ports"]),
+            weak_tls_versions={str(k): str(v) for k, v in doc["tls"]["weak_versions"].items()},
             update_domains={k: tuple(v) for k, v in doc["update_domains"].items()},
             outdated=tuple(
                 Outdated(re.compile(o["pattern"], re.IGNORECASE), o["why"]) for o in doc["outdated"]

@@ -8,22 +8,27 @@ devices and flow summaries in the cloud (``mimamori.cloud.labels``); both call t
 Evidence kinds (what :mod:`.assess` maps to criteria):
 
 - ``cleartext_service`` / ``cleartext_client``: Telnet, FTP, ... served / used
-- ``legacy_service`` (SMBv1) and ``legacy_tls`` (SSL 2/3)
+- ``legacy_service`` (SMBv1) and ``legacy_tls`` (SSL 2/3 named by nDPI, or a TLS client
+  whose best offer in its ClientHello is SSL, TLS 1.0 or 1.1: the JA4 fingerprint)
 - ``http_admin`` (the device serves plain HTTP on an admin port on the LAN)
 - ``http_cloud`` / ``tls_cloud``: unencrypted / encrypted traffic to the internet
 - ``exposure`` / ``exposure_mgmt``: the device accepted a connection from the internet
 - ``vendor_contact``, ``update_tls``, ``update_http``: the maker's update/cloud names
 - ``banner``, ``outdated``: announced software, and software out of support
 - ``upnp``: the device announces itself over SSDP
-- ``open_port``, ``default_credential``, ``default_rejected``: opt-in active checks
+- ``default_credential``: a login with a well-known factory credential was accepted
+  (seen in clear by a login extractor, or by the opt-in active check)
+- ``open_port``, ``default_rejected``: opt-in active checks
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from mimamori.detect.labels.catalogue import Catalogue
+from mimamori.detect.labels.credentials import DefaultCredentials, load_credentials
 from mimamori.protocol import Device, FlowSummary
 
 #: Evidence items kept per device (a noisy device must not grow memory without bound).
@@ -82,6 +87,24 @@ class DeviceEvidence:
         return sorted(found, key=lambda e: (-e.ts, e.kind, e.detail))
 
 
+#: JA4 client fingerprint, first part: transport (t TCP, q QUIC, d DTLS), best offered
+#: version, d/i (SNI is a domain or absent), cipher and extension counts, ALPN.
+_JA4 = re.compile(r"^[tqd](s[1-3]|1[0-3]|00)[di][0-9]{4}[0-9a-z]{2}(?:_|$)", re.IGNORECASE)
+#: Device.extras key under which an inventory may publish the JA4 first part of the
+#: weakest ClientHello it saw from the device (read here so the cloud can judge it too).
+TLS_EXTRA = "tls_client_ja4"
+
+
+def ja4_version(fingerprint: str) -> str:
+    """The version code of a JA4 client fingerprint ("13", "10", "s3"...), "" if not JA4.
+
+    nfstream puts other things in the same field for other protocols (the DHCP option
+    list, for one), so anything that does not look like JA4 is ignored.
+    """
+    m = _JA4.match(fingerprint)
+    return m.group(1).lower() if m else ""
+
+
 def _app_names(app: str) -> set[str]:
     """nDPI names as "Master.App" (e.g. "TLS.Google", "NetBIOS.SMBv1"): match each part."""
     low = app.lower()
@@ -91,8 +114,11 @@ def _app_names(app: str) -> set[str]:
 class Observer:
     """Accumulates evidence per MAC; pure (no I/O, no clock)."""
 
-    def __init__(self, *, catalogue: Catalogue) -> None:
+    def __init__(
+        self, *, catalogue: Catalogue, credentials: DefaultCredentials | None = None
+    ) -> None:
         self.catalogue = catalogue
+        self.credentials = credentials or load_credentials()
         self.devices: dict[str, DeviceEvidence] = {}
         self._ip_to_mac: dict[str, str] = {}
 
@@ -123,6 +149,8 @@ class Observer:
             banners["os_hint"] = device.os_hint
         for key, text in banners.items():
             self.banner(device.mac, source=key, text=text, ts=device.last_seen)
+        if hello := device.extras.get(TLS_EXTRA):
+            self.tls_hello(device.mac, fingerprint=hello, ts=device.last_seen)
         if any(s.startswith("urn:") for s in device.services) or "ssdp_location" in device.extras:
             entry.add("upnp", device.extras.get("ssdp_location", "SSDP"), device.last_seen)
 
@@ -197,6 +225,46 @@ class Observer:
                 elif "http" in names:
                     entry.add("update_http", name, ts, conns)
                 return
+
+    def tls_hello(
+        self, mac: str, *, fingerprint: str, ts: float, name: str = "", port: int = 0
+    ) -> None:
+        """The device sent a TLS/QUIC ClientHello with JA4 ``fingerprint``.
+
+        A best offered version listed in the catalogue's ``[tls] weak_versions`` is
+        ``legacy_tls`` evidence: the device cannot protect what it sends by today's rules.
+        """
+        version = ja4_version(fingerprint)
+        weak = self.catalogue.weak_tls_versions.get(version)
+        if not mac or not weak:
+            return
+        hello = fingerprint.split("_", 1)[0]
+        target = f" to {name}" + (f" port {port}" if port else "") if name else ""
+        self.get(mac).add("legacy_tls", f"offers {weak} at best{target} (JA4 {hello})", ts)
+
+    def login(
+        self,
+        mac: str,
+        *,
+        protocol: str,
+        user: str,
+        password: str,
+        accepted: bool,
+        ts: float,
+    ) -> bool:
+        """A login to device ``mac`` that was read in clear (or tried by the active check).
+
+        Records ``default_credential`` when an accepted login used a well-known factory
+        credential and returns True; the password is never kept, only where it is a
+        default. Rejected or ordinary logins record nothing here (the flow itself is
+        already ``cleartext_service`` evidence).
+        """
+        cred = self.credentials.match(user, password)
+        if not mac or cred is None or not accepted:
+            return False
+        detail = f"{protocol} login as {user!r} with a factory password ({cred.seen_on})"
+        self.get(mac).add("default_credential", detail, ts)
+        return True
 
     def summary(self, row: FlowSummary) -> None:
         """A stored/published flow summary: the local side, and a LAN server's side."""
