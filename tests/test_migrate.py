@@ -111,7 +111,7 @@ def test_timescaledb_features(pg_timescale) -> None:
         jobs = {(r[0], r[1]) for r in conn.execute(
             "SELECT proc_name, coalesce(hypertable_name, '') FROM timescaledb_information.jobs")}  # fmt: skip
     assert {"flows", "heartbeats", "sensor_messages"} <= hypertables
-    assert caggs == {"flows_5m", "flows_1h"}
+    assert caggs == {"flows_5m", "flows_1h", "flows_app_1h", "flows_1d"}
     procs = {p for p, _ in jobs}
     assert {
         "policy_compression",
