@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from mimamori.dashboards import labels, variables
-from mimamori.dashboards.flowsql import flow_rows, per_second, time_bucket
+from mimamori.dashboards.flowsql import flow_rows, flow_totals, per_second, time_bucket
 from mimamori.dashboards.panels import (
     Tr,
     stat_panel,
@@ -115,7 +115,7 @@ def build(tr: Tr) -> dash.Dashboard:
             f"""
             SELECT coalesce(sum(bytes_out), 0) AS "{tr("sent", "送信")}",
                    coalesce(sum(bytes_in), 0) AS "{tr("received", "受信")}"
-            FROM ({flow_rows(["bytes_out", "bytes_in"], _DEVICE)}) f
+            FROM ({flow_totals(["bytes_out", "bytes_in"], _DEVICE)}) f
             """,
             unit="bytes",
             span=8,
@@ -145,7 +145,7 @@ def build(tr: Tr) -> dash.Dashboard:
                    sum(bytes_in) AS bytes_in, sum(conns) AS connections,
                    min(t) AS first, max(t) AS last
             FROM ({
-                flow_rows(
+                flow_totals(
                     [
                         "remote_ip",
                         "remote_port",

@@ -1,13 +1,13 @@
 """Site dashboard: one tenant's gateway(s): devices, who talks to whom, traffic, alerts.
 
-Flow panels read the raw table or a rollup by the range (:mod:`.flowsql`).
+Flow panels read the raw table or the rollups that suit the range (:mod:`.flowsql`).
 """
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from mimamori.dashboards import labels, variables
-from mimamori.dashboards.flowsql import flow_rows, per_second, time_bucket
+from mimamori.dashboards.flowsql import flow_rows, flow_totals, per_second, time_bucket
 from mimamori.dashboards.panels import (
     Tr,
     stat_panel,
@@ -18,6 +18,9 @@ from mimamori.dashboards.panels import (
 UID = "mimamori-site"
 
 _SITE = "tenant = '$tenant' AND gateway IN ($gateway)"
+#: The site's series over long ranges need neither device nor endpoint: the hourly rollup
+#: per application has a tenth of the rows of flows_1h.
+_APP_1H = "flows_app_1h"
 
 
 def build(tr: Tr) -> dash.Dashboard:
@@ -63,7 +66,7 @@ def build(tr: Tr) -> dash.Dashboard:
             tr("Traffic in range", "期間中の通信量"),
             f"""
             SELECT coalesce(sum(bytes_out + bytes_in), 0) AS bytes
-            FROM ({flow_rows(["bytes_out", "bytes_in"], _SITE)}) f
+            FROM ({flow_totals(["bytes_out", "bytes_in"], _SITE)}) f
             """,
             unit="bytes",
         )
@@ -87,7 +90,7 @@ def build(tr: Tr) -> dash.Dashboard:
             SELECT {time_bucket()} AS "time",
                    {per_second("bytes_out * 8")} AS "{tr("upload", "送信")}",
                    {per_second("bytes_in * 8")} AS "{tr("download", "受信")}"
-            FROM ({flow_rows(["bytes_out", "bytes_in"], _SITE)}) f
+            FROM ({flow_rows(["bytes_out", "bytes_in"], _SITE, hourly=_APP_1H)}) f
             GROUP BY 1 ORDER BY 1
             """,
             unit="bps",
@@ -97,7 +100,7 @@ def build(tr: Tr) -> dash.Dashboard:
         timeseries_panel(
             tr("Traffic by application", "アプリケーション別の通信量"),
             f"""
-            WITH f AS ({flow_rows(["app", "bytes_out", "bytes_in"], _SITE)}),
+            WITH f AS ({flow_rows(["app", "bytes_out", "bytes_in"], _SITE, hourly=_APP_1H)}),
             top AS (SELECT app FROM f GROUP BY app
                     ORDER BY sum(bytes_out + bytes_in) DESC LIMIT 8)
             SELECT {time_bucket()} AS "time",
@@ -118,7 +121,9 @@ def build(tr: Tr) -> dash.Dashboard:
                    sum(f.bytes_out) AS bytes_out, sum(f.bytes_in) AS bytes_in,
                    sum(f.conns) AS connections, count(DISTINCT f.remote_ip) AS remotes
             FROM ({
-                flow_rows(["mac", "local_ip", "remote_ip", "bytes_out", "bytes_in", "conns"], _SITE)
+                flow_totals(
+                    ["mac", "local_ip", "remote_ip", "bytes_out", "bytes_in", "conns"], _SITE
+                )
             }) f
             LEFT JOIN devices dv ON dv.tenant = '$tenant' AND dv.mac = f.mac
             GROUP BY 1, 2, 3, 4 ORDER BY sum(f.bytes_out + f.bytes_in) DESC LIMIT 20
@@ -136,7 +141,7 @@ def build(tr: Tr) -> dash.Dashboard:
                    min(remote_port) AS port, sum(bytes_out) AS bytes_out,
                    sum(bytes_in) AS bytes_in, count(DISTINCT mac) AS devices
             FROM ({
-                flow_rows(
+                flow_totals(
                     ["mac", "remote_ip", "remote_port", "app", "sni", "bytes_out", "bytes_in"],
                     _SITE + " AND dir <> 'lan'",
                 )
@@ -154,7 +159,7 @@ def build(tr: Tr) -> dash.Dashboard:
             SELECT f.mac::text AS mac, host(f.local_ip) AS ip, f.remote_port AS port,
                    count(DISTINCT f.remote_ip) AS remotes, sum(f.conns) AS connections
             FROM ({
-                flow_rows(
+                flow_totals(
                     ["mac", "local_ip", "remote_ip", "remote_port", "conns"],
                     _SITE + " AND dir = 'in'",
                 )
