@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from mimamori.cloud.jobs import rollups
 from mimamori.cloud.migrate import migrate
 
 #: Rollups and compression windows of the schema (cloud/migrations): chunks older than
@@ -133,6 +134,11 @@ def seed(dsn: str, plan: SeedPlan) -> SeedReport:
         conn.execute("SELECT setseed(%s)", (((plan.seed % 1000) / 1000.0),))
         # Bulk generation and rollups group millions of rows: hash them in memory.
         conn.execute("SET work_mem = '256MB'")
+        # Session settings only (other sessions and seeds are unaffected). A lost seed is
+        # simply run again, so commits need not wait for the disk; and JIT compiling the
+        # generators costs about a second per statement for nothing (they run once).
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET jit = off")
         step = _Steps(report)
         with step("registry"):
             gateways = _registry(conn, plan, rng, report)
@@ -142,7 +148,11 @@ def seed(dsn: str, plan: SeedPlan) -> SeedReport:
         with step("devices"):
             _devices(conn, plan, gateways, rng, report)
         with step("flows"):
+            # The planner cannot estimate how many drawn rows the time filters keep and
+            # guesses a few hundred, then joins them by nested loops: hash joins instead.
+            conn.execute("SET enable_nestloop = off")
             _flows(conn, plan, gateways, report)
+            conn.execute("RESET enable_nestloop")
         with step("heartbeats"):
             _heartbeats(conn, plan, gateways, report)
         with step("receipts"):
@@ -305,6 +315,9 @@ def _devices(
         ["idx", "ip", "port", "proto", "app", "sni", "dir"],
         [(i, *e) for i, e in enumerate(_ENDPOINTS)],
     )
+    # Temp tables are never analysed by autovacuum: without statistics the generators
+    # join them by nested loops over every endpoint.
+    conn.execute("ANALYZE seed_gw, seed_dev, seed_ep")
     report.rows["devices"] = len(rows)
 
 
@@ -324,26 +337,31 @@ def _flows(
     for lo, hi in _days(plan):
         per_site = max(1, int(plan.flows_per_site_day * (hi - lo).total_seconds() / 86400))
         # Minute of the span: 70 % of the traffic in office hours 09:00-18:00 JST
-        # (00:00-09:00 UTC) of the day, the rest spread over the span. Endpoint popularity is skewed
-        # (random()^2), as in real offices a few services carry most of the traffic.
+        # (00:00-09:00 UTC) of the day, the rest spread over the span. Endpoint popularity
+        # is skewed (random()^2), as in real offices a few services carry most of the
+        # traffic. The draws happen once per row in the innermost subquery (volatile
+        # functions keep it from being flattened), then devices and endpoints are joined
+        # by hash: a lateral draw per gateway was re-run for each device, drawing 15
+        # times the rows it kept. Rows are written in time order, as the ingester writes
+        # them (each minute's batches of all sites together).
         cur = conn.execute(
             """
             INSERT INTO flows (ts, tenant, gateway, mac, local_ip, remote_ip, remote_port,
                                proto, dir, app, sni, pkts_out, pkts_in, bytes_out, bytes_in,
                                conns, first_seen, last_seen)
-            SELECT x.ts, g.tenant, g.gateway, d.mac, d.ip, e.ip, e.port, e.proto, e.dir,
+            SELECT x.ts, x.tenant, x.gateway, d.mac, d.ip, e.ip, e.port, e.proto, e.dir,
                    e.app, e.sni, x.pk, x.pk + 2, x.b_out, x.b_in, 1 + x.pk / 40,
                    x.ts + interval '1 second', x.ts + interval '50 seconds'
-            FROM seed_gw g
-            CROSS JOIN LATERAL (
-                SELECT date_bin(interval '1 minute',
+            FROM (
+                SELECT u.tenant, u.gateway, u.quiet_from, u.dev, u.ep, u.pk, u.b_out, u.b_in,
+                       date_bin(interval '1 minute',
                          CASE WHEN u.office < 0.7 AND u.t_o >= %(lo)s AND u.t_o < %(hi)s
                               THEN u.t_o ELSE u.t_u END,
-                         timestamptz '2000-01-01') AS ts,
-                       u.dev, u.ep, u.pk, u.b_out, u.b_in
+                         timestamptz '2000-01-01') AS ts
                 FROM (SELECT v.*, (date_trunc('day', v.t_u AT TIME ZONE 'UTC')
                                    AT TIME ZONE 'UTC') + v.r9 * interval '9 hours' AS t_o
-                      FROM (SELECT %(lo)s::timestamptz
+                      FROM (SELECT g.tenant, g.gateway, g.quiet_from,
+                                   %(lo)s::timestamptz
                                    + random() * (%(hi)s::timestamptz - %(lo)s::timestamptz)
                                      AS t_u,
                                    random() AS office, random() AS r9,
@@ -352,12 +370,13 @@ def _flows(
                                    (2 + random() * 200)::bigint AS pk,
                                    (200 + exp(random() * 12))::bigint AS b_out,
                                    (400 + exp(random() * 14))::bigint AS b_in
-                            FROM generate_series(1, %(per_site)s) AS n
-                            WHERE g.n >= 0) v) u) x
-            JOIN seed_dev d ON d.gateway = g.gateway AND d.idx = x.dev
+                            FROM seed_gw g CROSS JOIN generate_series(1, %(per_site)s) AS n
+                            ) v) u) x
+            JOIN seed_dev d ON d.gateway = x.gateway AND d.idx = x.dev
             JOIN seed_ep e ON e.idx = x.ep
             WHERE x.ts >= %(lo)s AND x.ts < %(hi)s
-              AND (g.quiet_from IS NULL OR x.ts < g.quiet_from)
+              AND (x.quiet_from IS NULL OR x.ts < x.quiet_from)
+            ORDER BY x.ts
             """,
             {"lo": lo, "hi": hi, "per_site": per_site, "ndev": plan.devices_per_site,
              "nep": len(_ENDPOINTS)},
@@ -594,15 +613,17 @@ def _labels(
 def refresh_rollups(
     conn: psycopg.Connection[Any], storage: str, start: datetime, end: datetime
 ) -> None:
-    """Bring ``flows_5m`` and ``flows_1h`` up to date for ``[start, end)``.
+    """Bring the flow rollups up to date for the UTC days overlapping ``[start, end)``.
 
-    TimescaleDB: refresh the continuous aggregates (needs autocommit). Plain PostgreSQL:
-    recompute the rollup rows of the hours concerned and forget their invalidations.
+    TimescaleDB: refresh the continuous aggregates, each after the one it is built on
+    (needs autocommit). Plain PostgreSQL: recompute the rollup tables' rows of those days,
+    as the rollup job would (cloud/jobs/rollups.py), and forget their invalidations.
     """
-    lo = start.replace(minute=0, second=0, microsecond=0)
-    hi = end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    lo = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    hi = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    hi += timedelta(days=1)
     if storage == "timescaledb":
-        for view in ("flows_5m", "flows_1h"):
+        for view in rollups.VIEWS:
             _refresh_aggregate(conn, view, lo, hi)
         return
     groups = "tenant, gateway, mac, local_ip, remote_ip, remote_port, proto, dir, app, sni"
@@ -610,17 +631,18 @@ def refresh_rollups(
         "sum(pkts_out)::bigint, sum(pkts_in)::bigint, sum(bytes_out)::bigint,"
         " sum(bytes_in)::bigint, sum(conns)::bigint"
     )
-    origin = "timestamptz '2000-01-01 00:00:00+00'"
-    # One window per day, rows written in the order of the (tenant, gateway, bucket)
+    origin = rollups.ORIGIN
+    # One day per transaction, rows written in the order of the (tenant, gateway, bucket)
     # index, as a periodic refresh would leave them: one site's buckets share pages. (A
     # single unordered GROUP BY over a month scatters a site's rows one per page and
     # makes month-long panels read ten times more pages.)
     t = lo
     while t < hi:
-        nxt = min(t + timedelta(days=1), hi)
+        nxt = t + timedelta(days=1)
+        window = (t, nxt)
         with conn.transaction():
-            conn.execute("DELETE FROM flows_5m WHERE bucket >= %s AND bucket < %s", (t, nxt))
-            conn.execute("DELETE FROM flows_1h WHERE bucket >= %s AND bucket < %s", (t, nxt))
+            for table in ("flows_5m", "flows_1h", "flows_app_1h", "flows_1d"):
+                conn.execute(f"DELETE FROM {table} WHERE bucket >= %s AND bucket < %s", window)
             conn.execute(
                 f"""
                 INSERT INTO flows_5m
@@ -629,7 +651,7 @@ def refresh_rollups(
                 FROM flows WHERE ts >= %s AND ts < %s
                 GROUP BY 1, {groups} ORDER BY tenant, gateway, 1
                 """,
-                (t, nxt),
+                window,
             )
             conn.execute(
                 f"""
@@ -639,9 +661,27 @@ def refresh_rollups(
                 FROM flows_5m WHERE bucket >= %s AND bucket < %s
                 GROUP BY 1, {groups} ORDER BY tenant, gateway, 1
                 """,
-                (t, nxt),
+                window,
             )
-            conn.execute("DELETE FROM flow_invalidations WHERE hour >= %s AND hour < %s", (t, nxt))
+            conn.execute(
+                f"""
+                INSERT INTO flows_app_1h
+                SELECT bucket, tenant, gateway, app, {sums}, sum(summaries)::bigint
+                FROM flows_1h WHERE bucket >= %s AND bucket < %s
+                GROUP BY bucket, tenant, gateway, app ORDER BY tenant, gateway, bucket
+                """,
+                window,
+            )
+            conn.execute(
+                f"""
+                INSERT INTO flows_1d
+                SELECT %s::timestamptz, {groups}, {sums}, sum(summaries)::bigint
+                FROM flows_1h WHERE bucket >= %s AND bucket < %s
+                GROUP BY {groups} ORDER BY tenant, gateway
+                """,
+                (t, *window),
+            )
+            conn.execute("DELETE FROM flow_invalidations WHERE hour >= %s AND hour < %s", window)
         t = nxt
 
 

@@ -4,13 +4,14 @@
 
     mimamori bench dashboards [--sites 100] [--days 30] [--flows-per-site-day 4000]
                               [--storage both|postgresql|timescaledb] [--runs 5]
-                              [--dsn DSN] [--json]
+                              [--dsn DSN [--measure-only]] [--json]
 
 For each storage a private PostgreSQL is started (or ``--dsn`` names an empty database),
 seeded with :mod:`mimamori.simulators.seed`, and every panel of every built dashboard is
 run as Grafana would run it (variables resolved, macros expanded) with the dashboard's
 default range and with a 30-day range; the median of ``--runs`` runs is reported. Goal:
-every panel under 200 ms.
+every panel under 200 ms. ``--measure-only`` times a store seeded before (by an earlier
+``--dsn`` run) again, without seeding it: the ranges end at its newest flow row.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ import argparse
 import json
 import statistics
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+from mimamori.cloud.migrate import schema_storage
 from mimamori.dashboards.build import build_all
 from mimamori.dashboards.macros import TimeRange, parse_interval
 from mimamori.dashboards.runner import panel_queries, resolve_variables, run
-from mimamori.simulators.seed import SeedPlan, seed
+from mimamori.simulators.seed import SeedPlan, SeedReport, seed
 from mimamori.simulators.services import Postgres, timescaledb_available
 
 #: The goal every panel query should meet.
@@ -45,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="runs per query; the median is reported")
     p.add_argument("--lang", choices=["ja", "en"], default="en")
     p.add_argument("--dsn", help="seed and measure this (empty) database instead of a private one")
+    p.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="with --dsn: do not seed; time the store as an earlier run left it",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p  # fmt: skip
 
@@ -55,9 +62,15 @@ def _default_range(model: dict[str, Any], plan: SeedPlan) -> TimeRange:
     return TimeRange.last(timedelta(milliseconds=parse_interval(span)), now=plan.end)
 
 
-def measure(dsn: str, plan: SeedPlan, *, runs: int, lang: str) -> dict[str, Any]:
-    """Seed ``dsn`` and time every panel; return the seed report and per-panel medians."""
-    report = seed(dsn, plan)
+def measure(
+    dsn: str, plan: SeedPlan, *, runs: int, lang: str, seeded: bool = False
+) -> dict[str, Any]:
+    """Seed ``dsn`` (unless ``seeded``) and time every panel; return the seed report and
+    per-panel medians."""
+    if seeded:
+        plan, report = _seeded(dsn, plan)
+    else:
+        report = seed(dsn, plan)
     panels: list[dict[str, Any]] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         for model in build_all("ja" if lang == "ja" else "en"):
@@ -92,6 +105,21 @@ def measure(dsn: str, plan: SeedPlan, *, runs: int, lang: str) -> dict[str, Any]
     }
 
 
+def _seeded(dsn: str, plan: SeedPlan) -> tuple[SeedPlan, SeedReport]:
+    """The plan of a store seeded earlier (its end: the newest flow's minute, plus one)."""
+    with psycopg.connect(dsn) as conn:
+        end = conn.execute("SELECT max(ts) FROM flows").fetchone()
+        storage = schema_storage(dsn)
+        rows = {
+            rel: int(conn.execute(f"SELECT count(*) FROM {rel}").fetchone()[0])  # type: ignore[index]
+            for rel in ("flows", "heartbeats", "receipts", "alerts", "incidents")
+        }
+    if not end or end[0] is None:
+        raise SystemExit("--measure-only: the store has no flows; seed it first")
+    plan = replace(plan, end=end[0] + timedelta(minutes=1))
+    return plan, SeedReport(storage=storage, rows=rows)
+
+
 def _print(result: dict[str, Any]) -> None:
     print(f"\n== {result['storage']}: seeded {result['seed']['rows']}")
     print(f"   seed seconds {result['seed']['seconds']}")
@@ -110,8 +138,13 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     plan = SeedPlan(sites=args.sites, days=args.days, flows_per_site_day=args.flows_per_site_day)
     results = []
+    if args.measure_only and not args.dsn:
+        print("--measure-only needs --dsn (the store seeded earlier)", file=sys.stderr)
+        return 2
     if args.dsn:
-        results.append(measure(args.dsn, plan, runs=args.runs, lang=args.lang))
+        results.append(
+            measure(args.dsn, plan, runs=args.runs, lang=args.lang, seeded=args.measure_only)
+        )
     else:
         storages = ["postgresql", "timescaledb"] if args.storage == "both" else [args.storage]
         for storage in storages:
