@@ -150,28 +150,54 @@ def test_smbv1_fails_unneeded_services(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("capture", "mac", "kind", "outcome"),
+    ("capture", "mac", "vendor", "model", "kind", "outcome"),
     [
-        ("dlink_cam.pcap", "b0:c5:54:25:5b:0e", "camera", "does_not_meet"),
-        ("hue_bridge.pcap", "00:17:88:24:76:ff", "hub", "does_not_meet"),
-        ("tplink_hs110.pcap", "50:c7:bf:00:c7:03", "plug", "meets_star1_observed"),
-        ("withings.pcap", "00:24:e4:24:80:2a", "health", "does_not_meet"),
-        ("edimax_plug.pcap", "74:da:38:4a:76:49", "plug", "does_not_meet"),
-        ("wemo_switch.pcap", "94:10:3e:35:01:c1", "plug", "meets_star1_observed"),
+        # model: from the UPnP device type / SSDP SERVER product token
+        ("dlink_cam.pcap", "b0:c5:54:25:5b:0e", "D-Link", "DCS-935L", "camera", "does_not_meet"),
+        # model: from the inventory (SSDP/mDNS)
+        ("hue_bridge.pcap", "00:17:88:24:76:ff", "Philips", "BSB002", "hub", "does_not_meet"),
+        # model: from the DHCP hostname, shaped like a model number
+        ("tplink_hs110.pcap", "50:c7:bf:00:c7:03", "TP-LINK", "HS110(EU)", "plug",
+         "meets_star1_observed"),
+        # these three announce no model in the capture: vendor (MAC prefix) only
+        ("withings.pcap", "00:24:e4:24:80:2a", "Withings", "", "health", "does_not_meet"),
+        ("edimax_plug.pcap", "74:da:38:4a:76:49", "Edimax", "", "plug", "does_not_meet"),
+        ("wemo_switch.pcap", "94:10:3e:35:01:c1", "Belkin", "", "plug", "meets_star1_observed"),
     ],
-)
+)  # fmt: skip
 def test_iot_setup_captures_get_identity_and_outcome(
-    shared_data: Path, capture: str, mac: str, kind: str, outcome: str
+    shared_data: Path, capture: str, mac: str, vendor: str, model: str, kind: str, outcome: str
 ) -> None:
     result = replay([str(shared_data / "pcap/benign/iot_setup" / capture)], labeler=label_replay)
     label = _by_mac(result.labels)[mac]
-    assert label["vendor"] or label["model"]
+    assert vendor.lower() in label["vendor"].lower()
+    assert label["model"] == model
     assert label["kind"] == kind
     assert label["outcome"] == outcome
     assert label["outcome"] in OUTCOMES
     if outcome == "does_not_meet":
         assert label["reasons"] and label["advice"]
         assert all(a["ja"] and a["en"] for a in label["advice"])
+
+
+@pytest.mark.parametrize(
+    ("device", "hint"),
+    [
+        ({"services": ["urn:schemas-upnp-org:device:DCS-935L:1"]}, "DCS-935L"),
+        ({"services": ["urn:schemas-upnp-org:device:InternetGatewayDevice:1"]}, ""),
+        ({"services": ["urn:Belkin:device:controllee:1"]}, ""),  # a device type, no model
+        ({"extras": {"ssdp_server": "Linux,    UPnP/1.0 DCS-935L/1.0"}}, "DCS-935L"),
+        ({"extras": {"ssdp_server": "Linux/3.14.0 UPnP/1.0 IpBridge/1.26.0"}}, ""),
+        ({"hostname": "HS110(EU)"}, "HS110(EU)"),
+        ({"hostname": "android-1c1335ec95a27318"}, ""),
+        ({"hostname": "philips-hue"}, ""),
+        ({"model": "BSB002", "hostname": "HS110(EU)"}, "BSB002"),  # the inventory wins
+    ],
+)
+def test_model_hints(device: dict[str, Any], hint: str) -> None:
+    obs = Observer(catalogue=CAT)
+    obs.device(Device(mac="02:00:00:00:00:0b", first_seen=NOW, last_seen=NOW, **device))
+    assert obs.devices["02:00:00:00:00:0b"].model == hint
 
 
 def test_hue_bridge_announces_an_outdated_kernel(shared_data: Path) -> None:

@@ -28,7 +28,13 @@ from mimamori.detect.labels.credentials import (
     load_credentials,
     parse_credentials,
 )
-from mimamori.detect.labels.observe import DeviceEvidence, Evidence, Observer, ja4_version
+from mimamori.detect.labels.observe import (
+    DeviceEvidence,
+    Evidence,
+    Observer,
+    ja4_version,
+    model_hint,
+)
 
 __all__ = [
     "OUTCOMES",
@@ -48,6 +54,7 @@ __all__ = [
     "ja4_version",
     "load_catalogue",
     "load_credentials",
+    "model_hint",
     "parse_catalogue",
     "parse_credentials",
 ]

@@ -105,6 +105,44 @@ def ja4_version(fingerprint: str) -> str:
     return m.group(1).lower() if m else ""
 
 
+#: UPnP device types that name a kind of device, not a product (UPnP Forum device specs).
+_UPNP_GENERIC = frozenset(
+    t.lower()
+    for t in (
+        "Basic", "InternetGatewayDevice", "WANDevice", "WANConnectionDevice", "LANDevice",
+        "MediaServer", "MediaRenderer", "Printer", "Scanner", "WFADevice", "DimmableLight",
+        "BinaryLight", "HVAC_System", "SensorManagement", "RemoteUIServerDevice",
+        "RemoteUIClientDevice", "DigitalSecurityCamera", "WLANAccessPointDevice",
+        "ManageableDevice", "SolarProtectionBlind", "Telephony", "HomeAutomationDevice",
+    )
+)  # fmt: skip
+#: A model number: a short letter prefix, digits, an optional letter and region suffix
+#: ("DCS-935L", "HS110(EU)", "BSB002"). Hostnames like "android-1c13..." do not match.
+_MODEL = re.compile(r"^[A-Za-z]{1,6}-?\d{2,5}[A-Za-z]{0,2}(?:\([A-Z]{2}\))?$")
+
+
+def model_hint(device: Device) -> str:
+    """A model name the device announces when the inventory has none ("" if none).
+
+    In order: a vendor-specific UPnP device type (``urn:...:device:DCS-935L:1``), a
+    product token of the SSDP SERVER header (``DCS-935L/1.0``), a hostname shaped like a
+    model number (``HS110(EU)``). Used for the label only; the inventory is unchanged.
+    """
+    for svc in device.services:
+        parts = svc.split(":")
+        if len(parts) >= 4 and parts[0] == "urn" and parts[2] == "device":
+            name = parts[3]
+            if name.lower() not in _UPNP_GENERIC and any(ch.isdigit() for ch in name):
+                return name
+    for token in device.extras.get("ssdp_server", "").replace(",", " ").split():
+        name = token.split("/", 1)[0]
+        if "/" in token and _MODEL.match(name):
+            return name
+    if _MODEL.match(device.hostname):
+        return device.hostname
+    return ""
+
+
 def _app_names(app: str) -> set[str]:
     """nDPI names as "Master.App" (e.g. "TLS.Google", "NetBIOS.SMBv1"): match each part."""
     low = app.lower()
@@ -140,7 +178,7 @@ class Observer:
         for ip in device.ips:
             self._ip_to_mac[ip] = device.mac
         entry.vendor = device.vendor or entry.vendor
-        entry.model = device.model or entry.model
+        entry.model = device.model or entry.model or model_hint(device)
         entry.hostname = device.hostname or entry.hostname
         entry.os_hint = device.os_hint or entry.os_hint
         entry.services = tuple(device.services) or entry.services
