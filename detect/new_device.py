@@ -31,6 +31,9 @@ class NewDeviceRule(Rule):
         self.started: float | None = None
 
     def _seen(self, mac: str, ip: str, via: str, now: float) -> list[Alert]:
+        if self.known.peek(mac) is not None:  # the usual case, for every flow: a known MAC
+            self.known.get(mac)
+            return []
         mac = clean_mac(mac)
         # Group bit set: broadcast or multicast, never one device.
         if not mac or int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":

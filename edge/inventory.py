@@ -45,15 +45,23 @@ class VendorLookup:
 
     def __init__(self, *, path: Path | None = None) -> None:
         self.path = path or _packaged_oui_file()
-        self._vendors: dict[str, str] = {}
-        if self.path is not None and self.path.exists():
-            intern: dict[str, str] = {}
-            with self.path.open(encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    prefix, sep, vendor = line.partition(":")
-                    if sep and len(prefix) == 6:
-                        vendor = vendor.strip()
-                        self._vendors[prefix.lower()] = intern.setdefault(vendor, vendor)
+        self._table: dict[str, str] | None = None
+
+    @property
+    def _vendors(self) -> dict[str, str]:
+        # Read on the first lookup, not at start-up: the agent's meter process is forked
+        # early and need not carry the table, and a replay without devices never reads it.
+        if self._table is None:
+            self._table = {}
+            if self.path is not None and self.path.exists():
+                intern: dict[str, str] = {}
+                with self.path.open(encoding="utf-8", errors="replace") as fh:
+                    for line in fh:
+                        prefix, sep, vendor = line.partition(":")
+                        if sep and len(prefix) == 6:
+                            vendor = vendor.strip()
+                            self._table[prefix.lower()] = intern.setdefault(vendor, vendor)
+        return self._table
 
     def __len__(self) -> int:
         return len(self._vendors)

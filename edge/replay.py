@@ -15,6 +15,7 @@ end of the capture).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -119,18 +120,23 @@ def replay(
     Raises :class:`~.capture.CaptureError` for unreadable files.
     """
     nets = tuple(n if not isinstance(n, str) else parse_home_net([n])[0] for n in home_net)
+    meter = FlowMeter(source=list(paths), idle_timeout=idle_timeout, active_timeout=active_timeout)
+    # Start the meter (nfstream forks it) before the engine, the inventory and their
+    # tables exist: the child then shares none of their pages, and the two processes
+    # together hold less memory.
+    flows = iter(meter)
+    first = next(flows, None)
     engine = (engine_factory or _default_engine)(nets)
     collector = _Collector()
     summarizer = Summarizer(home_net=nets, interval=interval)
     inventory = Inventory(home_net=nets, vendors=vendors or VendorLookup())
     pipeline = Pipeline(engine=engine, summarizer=summarizer, inventory=inventory, sink=collector)
-    meter = FlowMeter(source=list(paths), idle_timeout=idle_timeout, active_timeout=active_timeout)
     decoder = Decoder()
     capture = CaptureStats()
     events: Iterator[Event] = read_capture([str(p) for p in paths], decoder=decoder, stats=capture)
     records: list[FlowRecord] = []
     pending: Event | None = next(events, None)
-    for record in meter:
+    for record in itertools.chain((first,) if first is not None else (), flows):
         received = record.last_seen
         if record.expiry == "idle":
             received += idle_timeout
