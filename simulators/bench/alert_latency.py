@@ -85,24 +85,6 @@ while True:
     u.sendto(b"mimamori bench chatter", (dst, 9))
     time.sleep(1.0 / pps)
 """
-# The agent with nfstream's flow cache made a true LRU: nfstream moves a flow to the
-# recent end only when it is created, not when a packet updates it, so its idle scan (which
-# stops at the first flow that is not idle) waits behind any older flow still in use until
-# that flow's active timeout. Meter processes are forked, so they inherit the patch.
-_LRU_AGENT = r"""
-import sys
-from collections import OrderedDict
-from nfstream import meter
-
-def _getitem(self, key):
-    value = OrderedDict.__getitem__(self, key)
-    self.move_to_end(key)
-    return value
-
-meter.NFCache.__getitem__ = _getitem
-from mimamori.cli import main
-sys.exit(main(["edge", "run", "--config", sys.argv[1]]))
-"""
 #: The background host's address (the samples' actors start at .10).
 CHATTER_IP = f"{_NET}.2"
 
@@ -234,11 +216,8 @@ def _sample(ns: str, far: str, actor: str, dsn: str, timeout: float) -> dict[str
     }
 
 
-def run(
-    *, samples: int, timeout: float = 120.0, background_pps: float = 2.0, lru_fix: bool = False
-) -> dict[str, Any]:
-    """Set up the site, take ``samples`` scans, and return the figures. ``lru_fix`` runs
-    the agent with nfstream's flow cache patched (see ``_LRU_AGENT``)."""
+def run(*, samples: int, timeout: float = 120.0, background_pps: float = 2.0) -> dict[str, Any]:
+    """Set up the site, take ``samples`` scans, and return the figures."""
     from mimamori.cloud import logs
     from mimamori.cloud.settings import Settings
     from mimamori.cloud.testing import IngesterThread, prepare_database
@@ -257,11 +236,7 @@ def run(
         _agent_config(config, iface=near, broker_port=broker.port, tenant=tenant, gw=gw)
         settings = Settings(dsn=pg.dsn, mqtt_port=broker.port, batch_delay_s=0.05)
         log = (Path(tmp) / "agent.log").open("wb")
-        command = (
-            [sys.executable, "-c", _LRU_AGENT, str(config)]
-            if lru_fix
-            else [sys.executable, "-m", "mimamori", "edge", "run", "--config", str(config)]
-        )
+        command = [sys.executable, "-m", "mimamori", "edge", "run", "--config", str(config)]
         agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         results: list[dict[str, Any]] = []
         missed: list[str] = []
@@ -311,7 +286,6 @@ def run(
         "timed_out": len(missed),
         "timeout_s": timeout,
         "background_pps": background_pps,
-        "lru_fix": lru_fix,
         "p50_s": round(percentile(lat, 0.5), 3),
         "p95_s": round(percentile(lat, 0.95), 3),
         "max_s": round(max(lat), 3),
@@ -333,11 +307,6 @@ def main(argv: list[str]) -> int:
         default=2.0,
         help="background LAN datagrams a second; 0: a silent link (default 2)",
     )
-    p.add_argument(
-        "--lru-fix",
-        action="store_true",
-        help="run the agent with nfstream's flow cache patched to a true LRU",
-    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     if args.samples < 1 or args.samples > 200:
@@ -350,7 +319,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         result = run(samples=args.samples, timeout=args.timeout,
-                     background_pps=args.background_pps, lru_fix=args.lru_fix)  # fmt: skip
+                     background_pps=args.background_pps)  # fmt: skip
     except BenchError as exc:
         print(f"mimamori bench alert-latency: {exc}", file=sys.stderr)
         return 2
@@ -361,7 +330,6 @@ def main(argv: list[str]) -> int:
         f"samples {result['samples']}  p50 {result['p50_s']:.2f} s  "
         f"p95 {result['p95_s']:.2f} s  max {result['max_s']:.2f} s  "
         f"rules {', '.join(result['rules'])}  background {result['background_pps']} pps"
-        + ("  (nfstream LRU patched)" if result["lru_fix"] else "")
     )
     if result["timed_out"]:
         print(f"  {result['timed_out']} sample(s) had no alert within {result['timeout_s']:.0f} s "
