@@ -18,6 +18,7 @@ from mimamori.detect.labels import (
     load_catalogue,
     load_credentials,
     parse_credentials,
+    weaker_hello,
 )
 from mimamori.edge.evidence import EvidenceCollector, label_replay
 from mimamori.edge.replay import replay
@@ -106,6 +107,21 @@ def test_tls_1_0_smart_plug_from_its_capture(shared_data: Path) -> None:
         for e in crit["evidence"]
     )
     assert label["outcome"] == "does_not_meet"
+
+
+@pytest.mark.parametrize(
+    ("current", "fingerprint", "kept"),
+    [
+        ("", "t13d1516h2_8daaf6152771_02713d6af862", "t13d1516h2"),
+        ("t13d1516h2", "t10i460400_234845559c90_282f11336259", "t10i460400"),
+        ("t10i460400", "t13d1516h2_8daaf6152771_02713d6af862", "t10i460400"),
+        ("t12d1510h2", "ts3i050000_000000000000_000000000000", "ts3i050000"),
+        ("t12d1510h2", "t00i050000_000000000000_000000000000", "t12d1510h2"),  # unknown
+        ("t12d1510h2", "1,3,6,12", "t12d1510h2"),  # a DHCP fingerprint
+    ],
+)
+def test_weaker_hello_keeps_the_worst_offer(current: str, fingerprint: str, kept: str) -> None:
+    assert weaker_hello(current, fingerprint) == kept
 
 
 def test_inventory_extra_carries_the_tls_finding_to_the_cloud_path() -> None:

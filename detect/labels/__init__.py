@@ -34,6 +34,7 @@ from mimamori.detect.labels.observe import (
     Observer,
     ja4_version,
     model_hint,
+    weaker_hello,
 )
 
 __all__ = [
@@ -57,4 +58,5 @@ __all__ = [
     "model_hint",
     "parse_catalogue",
     "parse_credentials",
+    "weaker_hello",
 ]

@@ -105,6 +105,26 @@ def ja4_version(fingerprint: str) -> str:
     return m.group(1).lower() if m else ""
 
 
+#: JA4 version codes from weakest to strongest ("00", unknown, is not ranked).
+_VERSION_RANK = {v: n for n, v in enumerate(("s1", "s2", "s3", "10", "11", "12", "13"))}
+
+
+def weaker_hello(current: str, fingerprint: str) -> str:
+    """The JA4 first part to keep for a device: ``current`` or ``fingerprint``'s, whichever
+    offers the weaker best version ("" when neither is a ranked JA4).
+
+    For the inventory (``Device.extras["tls_client_ja4"]``): fold every ClientHello of a
+    device through this and publish the result when it changes.
+    """
+    new = ja4_version(fingerprint)
+    if new not in _VERSION_RANK:
+        return current
+    old = ja4_version(current)
+    if old in _VERSION_RANK and _VERSION_RANK[old] <= _VERSION_RANK[new]:
+        return current
+    return fingerprint.split("_", 1)[0]
+
+
 #: UPnP device types that name a kind of device, not a product (UPnP Forum device specs).
 _UPNP_GENERIC = frozenset(
     t.lower()
