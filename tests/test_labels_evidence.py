@@ -95,15 +95,24 @@ def test_an_old_client_of_the_device_is_not_the_device_s_fault() -> None:
     assert _crit(labels["02:00:00:00:01:03"], "S1.1-12")["status"] != "fail"
 
 
-def test_tls_1_0_smart_plug_from_its_capture(shared_data: Path) -> None:
-    """The HS110 offers TLS 1.0 at best to its cloud: seen from the raw flow records."""
-    path = str(shared_data / "pcap/benign/iot_setup/tplink_hs110.pcap")
+@pytest.mark.parametrize(
+    ("capture", "mac", "target"),
+    [
+        ("tplink_hs110.pcap", PLUG, "port 50443"),  # TP-Link HS110, no SNI
+        ("wemo_switch.pcap", "94:10:3e:35:01:c1", "api.xbcs.net port 8443"),  # Belkin WeMo
+    ],
+)
+def test_tls_1_0_smart_plugs_from_their_captures(
+    shared_data: Path, capture: str, mac: str, target: str
+) -> None:
+    """Both plugs offer TLS 1.0 at best to their clouds: seen from the raw flow records."""
+    path = str(shared_data / "pcap/benign/iot_setup" / capture)
     result = replay([path], labeler=label_replay, keep_records=True)
-    label = next(lab for lab in result.labels if lab["mac"] == PLUG)
+    label = next(lab for lab in result.labels if lab["mac"] == mac)
     crit = _crit(label, "S1.1-12")
     assert crit["status"] == "fail"
     assert any(
-        e["kind"] == "legacy_tls" and "TLS 1.0" in e["detail"] and "t10" in e["detail"]
+        e["kind"] == "legacy_tls" and "TLS 1.0" in e["detail"] and target in e["detail"]
         for e in crit["evidence"]
     )
     assert label["outcome"] == "does_not_meet"
