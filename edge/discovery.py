@@ -6,10 +6,9 @@ flows, so a small listener reads them separately:
 
 * live, :class:`DiscoveryListener` reads an ``AF_PACKET`` socket with a kernel BPF filter
   (compiled by libpcap) so only discovery frames ever reach Python;
-* offline, :func:`read_capture` reads pcap files through libpcap with the same filter, so
-  again only discovery frames reach Python, after a header-only pass that counts every
-  frame (the whole-file work must stay cheap next to nfstream's own). Without libpcap,
-  and for pcapng, a few byte comparisons on each frame reject the rest before parsing.
+* offline, :func:`read_capture` passes over the capture files; a few byte comparisons on
+  each frame reject everything else before any parsing (the whole-file pass must stay
+  cheap next to nfstream's own).
 
 :class:`Decoder` turns one Ethernet frame into events; it never raises on bad input
 (malformed frames are counted in ``Decoder.malformed``).
@@ -20,8 +19,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import mmap
-import os
 import socket
 import struct
 import threading
@@ -337,11 +334,7 @@ def read_capture(
         try:
             with open(path, "rb") as fh:
                 head = fh.read(24)
-                lib = _libpcap() if head[:4] in _PCAP_MAGIC else None
-                if lib is not None:
-                    _count_pcap(fh, head, stats)
-                    yield from _read_filtered(lib, path, decoder)
-                elif head[:4] in _PCAP_MAGIC:
+                if head[:4] in _PCAP_MAGIC:
                     yield from _read_pcap(fh, head, decoder, stats)
                 elif head[:4] == _PCAPNG_MAGIC:
                     fh.seek(0)
@@ -429,111 +422,6 @@ def _read_pcapng(fh: Any, decoder: Decoder, stats: CaptureStats) -> Iterator[Eve
                 yield from decoder.decode(float(ts), bytes(frame))
     except (ValueError, dpkt.UnpackError, struct.error) as exc:
         raise DiscoveryError(f"bad pcapng file: {exc}") from exc
-
-
-def _count_pcap(fh: Any, head: bytes, stats: CaptureStats) -> None:
-    """Count the frames and bytes of a pcap file and note its first and last times,
-    reading record headers only (through a memory map: no copies)."""
-    endian, tick = _PCAP_MAGIC[head[:4]]
-    size = os.fstat(fh.fileno()).st_size
-    if len(head) < 24 or size < 40:
-        return
-    unpack_from = struct.Struct(endian + "IIII").unpack_from
-    packets = nbytes = 0
-    sec = frac = 0
-    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        first_sec, first_frac, _, _ = unpack_from(buf, 24)
-        off, end = 24, size - 16
-        while off <= end:
-            sec, frac, caplen, origlen = unpack_from(buf, off)
-            if off + 16 + caplen > size:
-                break  # a truncated last record
-            packets += 1
-            nbytes += origlen
-            off += 16 + caplen
-    stats.packets += packets
-    stats.bytes += nbytes
-    if packets:
-        first, last = first_sec + first_frac * tick, sec + frac * tick
-        stats.last_ts = last if stats.last_ts is None else max(stats.last_ts, last)
-        stats.first_ts = first if stats.first_ts is None else min(stats.first_ts, first)
-
-
-class _PktHdr(ctypes.Structure):
-    _fields_ = (
-        ("sec", ctypes.c_long),
-        ("usec", ctypes.c_long),
-        ("caplen", ctypes.c_uint32),
-        ("len", ctypes.c_uint32),
-    )
-
-
-_LIB: list[Any] = []  # the loaded libpcap (or None), once
-
-
-def _libpcap() -> Any:
-    """libpcap with the prototypes the offline reader uses, or None if not installed."""
-    if not _LIB:
-        name = ctypes.util.find_library("pcap")
-        lib: Any = ctypes.CDLL(name) if name else None
-        if lib is not None:
-            handle = ctypes.c_void_p
-            lib.pcap_open_offline.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
-            lib.pcap_open_offline.restype = handle
-            lib.pcap_datalink.argtypes = (handle,)
-            lib.pcap_compile.argtypes = (
-                handle,
-                ctypes.POINTER(_BpfProgram),
-                ctypes.c_char_p,
-                ctypes.c_int,
-                ctypes.c_uint32,
-            )
-            lib.pcap_setfilter.argtypes = (handle, ctypes.POINTER(_BpfProgram))
-            lib.pcap_freecode.argtypes = (ctypes.POINTER(_BpfProgram),)
-            lib.pcap_next_ex.argtypes = (
-                handle,
-                ctypes.POINTER(ctypes.POINTER(_PktHdr)),
-                ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
-            )
-            lib.pcap_geterr.argtypes = (handle,)
-            lib.pcap_geterr.restype = ctypes.c_char_p
-            lib.pcap_close.argtypes = (handle,)
-        _LIB.append(lib)
-    return _LIB[0]
-
-
-def _read_filtered(lib: Any, path: str, decoder: Decoder) -> Iterator[Event]:
-    """Discovery events of one pcap file, with libpcap applying :data:`BPF_FILTER`."""
-    errbuf = ctypes.create_string_buffer(512)
-    pcap = lib.pcap_open_offline(path.encode(), errbuf)
-    if not pcap:
-        raise DiscoveryError(f"libpcap cannot read {path}: {errbuf.value.decode(errors='replace')}")
-    try:
-        if lib.pcap_datalink(pcap) != _LINKTYPE_ETHERNET:
-            return  # counted, not decoded (as the byte-level reader does)
-        prog = _BpfProgram()
-        if lib.pcap_compile(pcap, ctypes.byref(prog), BPF_FILTER.encode(), 1, 0xFFFFFFFF):
-            raise DiscoveryError(f"libpcap cannot compile filter: {lib.pcap_geterr(pcap)!r}")
-        try:
-            if lib.pcap_setfilter(pcap, ctypes.byref(prog)):
-                raise DiscoveryError(f"libpcap cannot set filter: {lib.pcap_geterr(pcap)!r}")
-        finally:
-            lib.pcap_freecode(ctypes.byref(prog))
-        header = ctypes.POINTER(_PktHdr)()
-        data = ctypes.POINTER(ctypes.c_ubyte)()
-        next_ex, string_at = lib.pcap_next_ex, ctypes.string_at
-        while True:
-            rc = next_ex(pcap, ctypes.byref(header), ctypes.byref(data))
-            if rc == 1:
-                hdr = header.contents
-                yield from decoder.decode(hdr.sec + hdr.usec * 1e-6, string_at(data, hdr.caplen))
-            elif rc == -2:  # end of file
-                return
-            elif rc == -1:  # a truncated last record, as captures cut short end
-                log.warning("%s: %s", path, (lib.pcap_geterr(pcap) or b"").decode(errors="replace"))
-                return
-    finally:
-        lib.pcap_close(pcap)
 
 
 # --- live ------------------------------------------------------------------------------
