@@ -35,11 +35,12 @@ class HomeNet:
 
     def is_local(self, ip: str) -> bool:
         """``ip`` is on the monitored LAN."""
-        return self.kind(ip) == "local"
+        # Called several times per record by the rules: the cache hit is inlined.
+        return (self._cache.get(ip) or self.kind(ip)) == "local"
 
     def is_remote(self, ip: str) -> bool:
         """``ip`` is a unicast address outside the LAN."""
-        return self.kind(ip) == "remote"
+        return (self._cache.get(ip) or self.kind(ip)) == "remote"
 
 
 def _classify(ip: str, networks: tuple[Network, ...]) -> str:
