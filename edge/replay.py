@@ -76,7 +76,8 @@ def _all_fields(struct: msgspec.Struct) -> dict[str, Any]:
 class _Collector:
     """The replay's sink: keeps drafts' contents and counts their encoded size."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_summaries: bool = True) -> None:
+        self.keep_summaries = keep_summaries
         self.alerts: list[Alert] = []
         self.summaries: list[FlowSummary] = []
         self.devices: dict[str, Device] = {}
@@ -90,7 +91,8 @@ class _Collector:
         if draft.kind == "alerts":
             self.alerts.extend(draft.body["alerts"])
         elif draft.kind == "flows":
-            self.summaries.extend(draft.body["flows"])
+            if self.keep_summaries:
+                self.summaries.extend(draft.body["flows"])
         else:  # the latest report of each device is what the cloud ends up knowing
             self.devices.update((d.mac, d) for d in draft.body["devices"])
 
@@ -110,13 +112,16 @@ def replay(
     idle_timeout: int = 15,
     active_timeout: int = 60,
     keep_records: bool = False,
+    keep_summaries: bool = True,
     labeler: Labeler | None = None,
     vendors: VendorLookup | None = None,
 ) -> ReplayResult:
     """Run the gateway pipeline over capture files and return what it would publish.
 
     ``home_net`` takes networks or CIDR strings. ``keep_records`` keeps every FlowRecord
-    in the result (tests compare them with other tools); ``labeler`` fills ``labels``.
+    in the result (tests compare them with other tools); ``keep_summaries=False`` only
+    counts the summaries, as a gateway (which hands them to its outbox) holds none of them
+    in memory; ``labeler`` fills ``labels``.
     Raises :class:`~.capture.CaptureError` for unreadable files.
     """
     nets = tuple(n if not isinstance(n, str) else parse_home_net([n])[0] for n in home_net)
@@ -127,7 +132,7 @@ def replay(
     flows = iter(meter)
     first = next(flows, None)
     engine = (engine_factory or _default_engine)(nets)
-    collector = _Collector()
+    collector = _Collector(keep_summaries=keep_summaries)
     summarizer = Summarizer(home_net=nets, interval=interval)
     inventory = Inventory(home_net=nets, vendors=vendors or VendorLookup())
     pipeline = Pipeline(engine=engine, summarizer=summarizer, inventory=inventory, sink=collector)

@@ -123,7 +123,10 @@ def _child_pipeline(path: str, home_net: list[str], *, detect: bool = True) -> d
 
     start = time.perf_counter()
     factory = None if detect else (lambda nets: _NoDetection())
-    result = replay([path], home_net=home_net or _default_nets(), engine_factory=factory)
+    # Summaries are encoded and counted, not kept: the gateway hands them to its outbox.
+    result = replay(
+        [path], home_net=home_net or _default_nets(), engine_factory=factory, keep_summaries=False
+    )
     seconds = time.perf_counter() - start
     return {"seconds": seconds, **result.stats}
 
