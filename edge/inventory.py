@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mimamori.detect.labels.observe import TLS_EXTRA, weaker_hello
 from mimamori.protocol import ArpEvent, Device, DiscoveryEvent, FlowRecord
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -274,12 +275,23 @@ class Inventory:
                 if record.last_seen > entry.last_seen:
                     entry.last_seen = record.last_seen
                 entry.add_ip(record.src_ip)
+                if record.client_fingerprint:
+                    self._tls_hello(entry, record.client_fingerprint)
         if record.pkts_dst2src and self.is_local(record.dst_ip):
             entry = self._entry(record.dst_mac, record.first_seen)
             if entry is not None:
                 if record.last_seen > entry.last_seen:
                     entry.last_seen = record.last_seen
                 entry.add_ip(record.dst_ip)
+
+    def _tls_hello(self, entry: _Entry, fingerprint: str) -> None:
+        # The weakest TLS offer a device made (JA4's first part: protocol and best
+        # version), for its label's secure-communication criterion in the cloud.
+        kept = entry.extras.get(TLS_EXTRA, "")
+        weaker = weaker_hello(kept, fingerprint)
+        if weaker != kept and (kept or len(entry.extras) < MAX_EXTRAS):
+            entry.extras[TLS_EXTRA] = weaker
+            entry.version += 1
 
     # --- output ------------------------------------------------------------------------
 
