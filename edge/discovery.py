@@ -417,7 +417,9 @@ def _read_pcapng(fh: Any, decoder: Decoder, stats: CaptureStats) -> Iterator[Eve
         for ts, frame in reader:
             stats.packets += 1
             stats.bytes += len(frame)
-            stats.last_ts = float(ts)
+            stats.last_ts = float(ts) if stats.last_ts is None else max(stats.last_ts, float(ts))
+            if stats.first_ts is None or ts < stats.first_ts:
+                stats.first_ts = float(ts)
             if ethernet:
                 yield from decoder.decode(float(ts), bytes(frame))
     except (ValueError, dpkt.UnpackError, struct.error) as exc:

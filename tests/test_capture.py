@@ -49,6 +49,8 @@ def test_reader_counts_every_frame_in_pcap_and_pcapng(shared_data: Path) -> None
     stats = CaptureStats()
     events = list(read_capture([str(shared_data / "pcap/benign/office/netbios.pcap")], stats=stats))
     assert stats.packets == 261  # tcpdump -r netbios.pcap | wc -l (a pcapng file)
+    assert stats.first_ts is not None and stats.last_ts is not None
+    assert stats.first_ts < stats.last_ts
     assert events == []  # only name queries: they name the wanted host, not the sender
     stats = CaptureStats()
     dhcp = list(read_capture([str(shared_data / "pcap/benign/discovery/dhcp.pcap")], stats=stats))
