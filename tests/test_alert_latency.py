@@ -43,7 +43,8 @@ def test_one_scan_sample_reaches_the_alerts_table() -> None:
     assert result["rules"] == ["scan.vertical"]
     run = result["runs"][0]
     assert run["actor"] == "10.231.9.10"
-    # The alert row cannot predate the packet, and it arrives within the idle timeout plus
-    # at most one active timeout (see docs/performance.md, Alert latency).
-    assert 0 < run["latency_s"] < 150
+    # The alert row cannot predate the packet, and it arrives within the idle timeout
+    # (15 s) plus a margin for a loaded machine; nfstream's unpatched cache would make it
+    # wait for the active timeout instead (see docs/performance.md, Alert latency).
+    assert 0 < run["latency_s"] < 45
     assert result["p50_s"] == result["p95_s"] == result["max_s"] == run["latency_s"]
