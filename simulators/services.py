@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 
 class ServiceError(RuntimeError):
@@ -79,9 +80,58 @@ def mosquitto_binary() -> str:
 # --- Mosquitto ------------------------------------------------------------------------
 
 
+class _Lifecycle:
+    """Stop, restart, clean-up and ``with`` for a private service process.
+
+    Subclasses (dataclasses) have ``proc`` and ``workdir`` and define ``start()``, the log
+    file's name and how to stop them gracefully.
+    """
+
+    proc: subprocess.Popen[bytes] | None
+    workdir: Path
+    LOG_NAME = "service.log"
+    STOP_SIGNAL = signal.SIGTERM
+    STOP_WAIT_S = 10.0
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def log_tail(self) -> str:
+        path = self.workdir / self.LOG_NAME
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def stop(self, sig: int | None = None) -> None:
+        """Stop with the graceful signal (or ``sig``: SIGKILL simulates a crash)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(self.STOP_SIGNAL if sig is None else sig)
+            try:
+                self.proc.wait(self.STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self, downtime: float = 0.0) -> None:
+        self.stop()
+        time.sleep(downtime)
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
 @dataclass
-class Mosquitto:
+class Mosquitto(_Lifecycle):
     """A private Mosquitto broker. ``start()``, ``stop()``, ``restart()`` for fault tests."""
+
+    LOG_NAME = "mosquitto.log"
 
     port: int = field(default_factory=free_port)
     persistence: bool = False
@@ -128,35 +178,6 @@ class Mosquitto:
             raise ServiceError(f"{exc}; log: {self.log_tail()}") from exc
         return self
 
-    def log_tail(self) -> str:
-        path = self.workdir / "mosquitto.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def restart(self, downtime: float = 0.0) -> None:
-        self.stop()
-        time.sleep(downtime)
-        self.start()
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Mosquitto:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
 
 # --- PostgreSQL -----------------------------------------------------------------------
 
@@ -169,11 +190,16 @@ def _demote_to(user: str) -> tuple[int, int] | None:
 
 
 @dataclass
-class Postgres:
+class Postgres(_Lifecycle):
     """A private PostgreSQL cluster in a temporary directory.
 
-    With ``timescaledb=None`` the extension is preloaded when it is installed.
+    With ``timescaledb=None`` the extension is preloaded when it is installed. It stops
+    with SIGINT, PostgreSQL's fast shutdown.
     """
+
+    LOG_NAME = "postgres.log"
+    STOP_SIGNAL = signal.SIGINT
+    STOP_WAIT_S = 30.0
 
     port: int = field(default_factory=free_port)
     timescaledb: bool | None = None
@@ -294,36 +320,6 @@ class Postgres:
             )  # fmt: skip
             if r.returncode != 0:
                 raise ServiceError(f"createdb failed: {r.stderr}")
-
-    def log_tail(self) -> str:
-        path = self.workdir / "postgres.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGINT) -> None:
-        """Stop; SIGINT is PostgreSQL's fast shutdown, SIGKILL simulates a crash."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def restart(self, downtime: float = 0.0) -> None:
-        self.stop()
-        time.sleep(downtime)
-        self.start()
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Postgres:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
 
 
 @contextlib.contextmanager
