@@ -139,20 +139,54 @@ INSERT INTO sensor_messages (ts, tenant, gateway, seq, sensor_id, sensor_kind, s
 VALUES (to_timestamp(%s), %s, %s, %s, %s, %s, to_timestamp(%s), %s)
 """
 
+# last_heard is the cloud's clock (this transaction's), which the sensors job judges
+# liveness with; a message stored now means the sensor was heard: online (as a gateway on
+# a heartbeat), even if the gateway's stamp is older than last_seen (its clock went back).
+# last_seen (the relay's stamp, the gateway's clock) never moves back.
+# heartbeat_s comes only from self-reports, and only from one at least as new as the one
+# it came from before (self_report_at); other kinds leave it as it is.
 SENSOR_SQL = """
 INSERT INTO sensors AS s (tenant, sensor_id, gateway, state, last_kind, first_seen, last_seen,
-    last_body)
-VALUES (%s, %s, %s, 'online', %s, to_timestamp(%s), to_timestamp(%s), %s)
+    last_body, last_heard, heartbeat_s, self_report_at)
+VALUES (%s, %s, %s, 'online', %s, to_timestamp(%s), to_timestamp(%s), %s, now(), %s,
+    to_timestamp(%s))
 ON CONFLICT (tenant, sensor_id) DO UPDATE SET
     gateway = EXCLUDED.gateway,
     first_seen = least(s.first_seen, EXCLUDED.first_seen),
     last_seen = greatest(s.last_seen, EXCLUDED.last_seen),
-    state = CASE WHEN EXCLUDED.last_seen >= s.last_seen THEN 'online' ELSE s.state END,
+    last_heard = greatest(s.last_heard, EXCLUDED.last_heard),
+    state = 'online',
     last_kind = CASE WHEN EXCLUDED.last_seen >= s.last_seen
                 THEN EXCLUDED.last_kind ELSE s.last_kind END,
     last_body = CASE WHEN EXCLUDED.last_seen >= s.last_seen
-                THEN EXCLUDED.last_body ELSE s.last_body END
+                THEN EXCLUDED.last_body ELSE s.last_body END,
+    heartbeat_s = CASE WHEN EXCLUDED.heartbeat_s IS NOT NULL
+                       AND EXCLUDED.self_report_at >= coalesce(s.self_report_at, '-infinity')
+                  THEN EXCLUDED.heartbeat_s ELSE s.heartbeat_s END,
+    self_report_at = CASE WHEN EXCLUDED.heartbeat_s IS NOT NULL
+                          AND EXCLUDED.self_report_at >= coalesce(s.self_report_at, '-infinity')
+                     THEN EXCLUDED.self_report_at ELSE s.self_report_at END
 """
+
+#: Largest heartbeat interval taken from a self-report (a day): the firmware accepts
+#: 10-3600 s; anything beyond a day is a faulty report, not a setting.
+MAX_REPORTED_HEARTBEAT_S = 86_400.0
+
+
+def reported_heartbeat(message: SensorMessage) -> float | None:
+    """The interval a self-report announces, or None (other kinds, missing or nonsense).
+
+    A self-report with a faulty ``heartbeat_s`` is still stored: its other facts matter,
+    and the sensors job then uses its default interval for that sensor.
+    """
+    if message.sensor_kind != "self_report":
+        return None
+    value = message.body.get("heartbeat_s")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if 0 < value <= MAX_REPORTED_HEARTBEAT_S else None
+
 
 #: Statement per parameter list name, in the order a batch applies them.
 STATEMENTS: dict[str, str] = {
@@ -222,8 +256,10 @@ def prepare(message: UpMessage, tenant: str) -> Prepared:
         p.params["sensor_messages"] = [
             (s.received_at, tenant, gw, s.seq, s.sensor_id, s.sensor_kind, s.sent_at, body)
         ]
-        p.params["sensors"] = [
-            (tenant, s.sensor_id, gw, s.sensor_kind, s.received_at, s.received_at, body)
-        ]
+        heartbeat_s = reported_heartbeat(s)
+        p.params["sensors"] = [(
+            tenant, s.sensor_id, gw, s.sensor_kind, s.received_at, s.received_at, body,
+            heartbeat_s, s.received_at if heartbeat_s is not None else None,
+        )]  # fmt: skip
         p.rows = 1
     return p

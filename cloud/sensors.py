@@ -3,8 +3,9 @@
 * :func:`canary_alert`: a relayed ``canary`` message becomes a ``canary_touch`` alert.
   Nothing legitimate ever connects to a canary, so a touch is a strong sign of a scan, a
   worm or ransomware moving sideways: severity ``high``, the actor is the source address.
-* :func:`offline_alerts`: sensors whose last message is older than a few heartbeat
-  intervals become ``sensor_offline`` alerts, once per outage (the id names the outage).
+* :func:`offline_alerts`: sensors the cloud has not heard for a few of their heartbeat
+  intervals (on the cloud's clock) become ``sensor_offline`` alerts, once per outage (the
+  id names the outage).
 * :func:`sign_config`: the signed configuration update a sensor accepts (HMAC-SHA256 with
   the sensor's own key, a counter against replays; see firmware/mimamori_sensor/auth.py).
 
@@ -26,13 +27,21 @@ from mimamori.protocol.messages import Alert, SensorMessage, Severity
 
 @dataclass(frozen=True, kw_only=True)
 class SensorsConfig:
-    #: A sensor is offline when its newest message is older than this many heartbeat
-    #: intervals: 3 tolerates one lost heartbeat and a Wi-Fi reconnect with backoff
-    #: (the firmware's first retries take 0.5-8 s) without paging anyone.
+    """Thresholds of the sensor alerts; every field can be set from the environment as
+    ``MIMAMORI_SENSORS_<FIELD>`` (see :func:`mimamori.cloud.settings.sensors_from_env`)."""
+
+    #: A sensor is offline when the cloud has not heard it for more than this many of its
+    #: heartbeat intervals: 3 tolerates one lost heartbeat and a Wi-Fi reconnect with
+    #: backoff (the firmware's first retries take 0.5-8 s) without paging anyone.
     offline_after_intervals: float = 3.0
-    #: Interval assumed when a sensor's own is unknown: the firmware's default
+    #: Interval assumed when a sensor's own is unknown (no self-report with
+    #: ``heartbeat_s`` stored yet): the firmware's default
     #: (firmware/mimamori_sensor/settings.py HEARTBEAT_S).
     default_heartbeat_s: float = 60.0
+    #: Longest interval used, whatever a self-report announces: the firmware accepts at
+    #: most 3600 s, so a longer one is a faulty report, which must not keep a dead sensor
+    #: unnoticed for hours. Below a sensor's real interval it raises false alerts for it.
+    max_heartbeat_s: float = 3600.0
     #: A dark sensor means part of the LAN is no longer watched, and unplugging a sensor is
     #: also what an intruder who found it would do: the SOC follows it up (medium pages).
     offline_severity: Severity = "medium"
@@ -42,11 +51,17 @@ class SensorsConfig:
     def __post_init__(self) -> None:
         for name in ("offline_severity", "canary_severity"):
             if getattr(self, name) not in SEVERITIES:
-                raise ValueError(f"{name} must be one of {SEVERITIES}")
-        if self.offline_after_intervals <= 1:
-            raise ValueError("offline_after_intervals must be more than 1")
-        if self.default_heartbeat_s <= 0:
-            raise ValueError("default_heartbeat_s must be positive")
+                raise ValueError(f"{name} must be one of {', '.join(SEVERITIES)}")
+        if not self.offline_after_intervals > 1:
+            raise ValueError("offline_after_intervals must be more than 1 (default 3)")
+        for name in ("default_heartbeat_s", "max_heartbeat_s"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds")
+        if self.default_heartbeat_s > self.max_heartbeat_s:
+            raise ValueError(
+                f"default_heartbeat_s ({self.default_heartbeat_s:g}) must not exceed "
+                f"max_heartbeat_s ({self.max_heartbeat_s:g})"
+            )
 
 
 DEFAULT = SensorsConfig()
@@ -126,30 +141,50 @@ class SensorSeen:
 
     gateway: str
     sensor_id: str
-    last_seen: float
+    #: When the cloud last heard the sensor (UNIX seconds on the cloud's clock: when the
+    #: ingester committed its newest message), which liveness is judged on.
+    last_heard: float
     #: The sensor's heartbeat interval (from its self-report), None when unknown.
     heartbeat_s: float | None = None
+    #: The gateway's stamp of the sensor's newest message, shown to staff only: the
+    #: gateway's clock may be off, and a backlog after an outage arrives late.
+    last_seen: float | None = None
+
+
+def interval_of(sensor: SensorSeen, config: SensorsConfig = DEFAULT) -> float:
+    """The heartbeat interval liveness assumes for ``sensor``: its own, else the default,
+    at most ``config.max_heartbeat_s``."""
+    own = sensor.heartbeat_s
+    interval = own if own is not None and own > 0 else config.default_heartbeat_s
+    return min(interval, config.max_heartbeat_s)
 
 
 def offline_alerts(
     sensors: Iterable[SensorSeen], *, now: float, config: SensorsConfig = DEFAULT
 ) -> list[Alert]:
-    """A ``sensor_offline`` alert for each sensor silent for too long at ``now``.
+    """A ``sensor_offline`` alert for each sensor the cloud has not heard for too long.
 
-    The alert id names the outage (the last time the sensor was seen), so running the job
-    again during the same outage yields the same id and the store keeps one alert.
+    ``now`` and ``last_heard`` are both the cloud's clock. The alert id names the outage
+    (when the sensor was last heard), so running the job again during the same outage
+    yields the same id and the store keeps one alert.
     """
     alerts = []
     for s in sensors:
-        interval = s.heartbeat_s if s.heartbeat_s and s.heartbeat_s > 0 else None
-        interval = interval or config.default_heartbeat_s
-        silent = now - s.last_seen
+        interval = interval_of(s, config)
+        silent = now - s.last_heard
         if silent <= config.offline_after_intervals * interval:
             continue
         minutes = max(1, round(silent / 60))
+        evidence: dict[str, Any] = {
+            "last_heard": s.last_heard,
+            "heartbeat_s": interval,
+            "missed_intervals": int(silent // interval),
+        }
+        if s.last_seen is not None:
+            evidence["last_seen"] = s.last_seen
         alerts.append(
             Alert(
-                id=_alert_id("sensor_offline", s.gateway, s.sensor_id, int(s.last_seen)),
+                id=_alert_id("sensor_offline", s.gateway, s.sensor_id, int(s.last_heard)),
                 category="sensor_offline",
                 severity=config.offline_severity,
                 detected_at=now,
@@ -165,11 +200,7 @@ def offline_alerts(
                 ),
                 dedup_key=f"sensor_offline:{s.gateway}:{s.sensor_id}",
                 rule="sensor.liveness",
-                evidence={
-                    "last_seen": s.last_seen,
-                    "heartbeat_s": interval,
-                    "missed_intervals": int(silent // interval),
-                },
+                evidence=evidence,
             )
         )
     return alerts

@@ -18,6 +18,20 @@ MIMAMORI_BATCH_DELAY_S         longest wait before a commit of a batch     0.05
 MIMAMORI_QUEUE_MESSAGES        bounded queue between MQTT and database     2000
 MIMAMORI_QUARANTINE_BYTES      payload bytes kept per quarantined message  65536
 =============================  ==========================================  ===============
+
+The sensors job's thresholds (:class:`~mimamori.cloud.sensors.SensorsConfig`, read by
+:func:`sensors_from_env` for ``mimamori cloud jobs``):
+
+=========================================  ==============================  ========
+variable                                   meaning                         default
+=========================================  ==============================  ========
+MIMAMORI_SENSORS_OFFLINE_AFTER_INTERVALS   missed intervals before offline 3
+MIMAMORI_SENSORS_DEFAULT_HEARTBEAT_S       interval of a sensor that has   60
+                                           not announced its own
+MIMAMORI_SENSORS_MAX_HEARTBEAT_S           longest interval used           3600
+MIMAMORI_SENSORS_OFFLINE_SEVERITY          severity of sensor_offline      medium
+MIMAMORI_SENSORS_CANARY_SEVERITY           severity of canary_touch        high
+=========================================  ==============================  ========
 """
 
 from __future__ import annotations
@@ -25,10 +39,11 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mimamori.cloud.errors import ConfigError
+from mimamori.cloud.sensors import SensorsConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,3 +140,46 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         quarantine_bytes=_int(e, "MIMAMORI_QUARANTINE_BYTES", base.quarantine_bytes)
         or base.quarantine_bytes,
     )
+
+
+#: Prefix of the environment variables of :class:`SensorsConfig` (field name in capitals).
+SENSORS_ENV_PREFIX = "MIMAMORI_SENSORS_"
+
+
+def sensors_from_env(env: Mapping[str, str] | None = None) -> SensorsConfig:
+    """The sensors job's thresholds: defaults, overridden by ``MIMAMORI_SENSORS_<FIELD>``.
+
+    ConfigError names the variable, what it must be and its default.
+    """
+    e = os.environ if env is None else env
+    base = SensorsConfig()
+    values: dict[str, Any] = {}
+    for f in fields(SensorsConfig):
+        name = SENSORS_ENV_PREFIX + f.name.upper()
+        raw = e.get(name, "").strip()
+        if not raw:
+            continue
+        if isinstance(getattr(base, f.name), float):
+            try:
+                values[f.name] = float(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{name}={raw!r} is not a number; set a number of "
+                    f"{'seconds' if f.name.endswith('_s') else 'intervals'} or unset it "
+                    f"for the default ({getattr(base, f.name):g})"
+                ) from exc
+        else:
+            values[f.name] = raw
+    try:
+        return SensorsConfig(**values)
+    except ValueError as exc:
+        # SensorsConfig's messages name its fields; say which variables set them.
+        named = [f.name for f in fields(SensorsConfig) if f.name in str(exc)] or ["?"]
+        shown = []
+        for field_name in named:
+            var = SENSORS_ENV_PREFIX + field_name.upper()
+            if field_name in values:
+                shown.append(f"{var}={e.get(var, '').strip()!r}")
+            else:
+                shown.append(f"{var} (unset: default {getattr(base, field_name, '?')})")
+        raise ConfigError(f"{', '.join(shown)}: {exc}; fix or unset it") from exc

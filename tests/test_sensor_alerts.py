@@ -8,6 +8,8 @@ import json
 
 import msgspec
 import pytest
+from mimamori.cloud.errors import ConfigError
+from mimamori.cloud.rows import reported_heartbeat
 from mimamori.cloud.sensors import (
     CONFIG_DOMAIN,
     DEFAULT,
@@ -15,9 +17,11 @@ from mimamori.cloud.sensors import (
     SensorsConfig,
     SensorSeen,
     canary_alert,
+    interval_of,
     offline_alerts,
     sign_config,
 )
+from mimamori.cloud.settings import sensors_from_env
 from mimamori.protocol import Alert, SensorMessage, codec
 
 NOW = 1_790_000_000.0
@@ -132,12 +136,96 @@ def test_offline_alert_content_and_stable_id() -> None:
 
 def test_config_is_validated() -> None:
     assert DEFAULT.offline_after_intervals == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^offline_severity must be one of"):
         SensorsConfig(offline_severity="urgent")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^offline_after_intervals must be more than 1"):
         SensorsConfig(offline_after_intervals=1)
+    with pytest.raises(ValueError, match=r"^max_heartbeat_s must be a positive"):
+        SensorsConfig(max_heartbeat_s=0)
+    with pytest.raises(
+        ValueError, match=r"^default_heartbeat_s .* must not exceed max_heartbeat_s"
+    ):
+        SensorsConfig(max_heartbeat_s=30)
     strict = SensorsConfig(offline_after_intervals=2)
     assert offline_alerts([SensorSeen("gw1", "s1", NOW - 121)], now=NOW, config=strict)
+
+
+# Hand-worked: the sensor's own interval, else the default (60 s), capped at the maximum.
+@pytest.mark.parametrize(
+    ("own", "config", "expected"),
+    [
+        (None, DEFAULT, 60),
+        (0, DEFAULT, 60),
+        (-5, DEFAULT, 60),
+        (600, DEFAULT, 600),
+        (7200, DEFAULT, 3600),  # beyond what the firmware accepts: the maximum
+        (600, SensorsConfig(max_heartbeat_s=120), 120),
+        (None, SensorsConfig(default_heartbeat_s=1.5, max_heartbeat_s=1.5), 1.5),
+    ],
+)  # fmt: skip
+def test_interval_of(own: float | None, config: SensorsConfig, expected: float) -> None:
+    assert interval_of(SensorSeen("gw1", "s1", NOW, own), config) == expected
+
+
+def test_offline_alert_names_the_cloud_time_and_shows_the_gateway_stamp() -> None:
+    # Heard by the cloud 200 s ago; the gateway stamped its last message an hour before.
+    seen = SensorSeen("gw1", "s1", NOW - 200, 60, last_seen=NOW - 3800)
+    [alert] = offline_alerts([seen], now=NOW)
+    assert alert.id == f"sensor_offline:gw1:s1:{int(NOW) - 200}"
+    assert alert.evidence == {"last_heard": NOW - 200, "last_seen": NOW - 3800,
+                              "heartbeat_s": 60, "missed_intervals": 3}  # fmt: skip
+    assert "3 min" in alert.summary_en  # 200 s of silence, rounded
+
+
+def test_sensor_settings_from_the_environment() -> None:
+    assert sensors_from_env({}) == DEFAULT
+    env = {"MIMAMORI_SENSORS_OFFLINE_AFTER_INTERVALS": "4", "MIMAMORI_SENSORS_MAX_HEARTBEAT_S":
+           "900", "MIMAMORI_SENSORS_CANARY_SEVERITY": "critical",
+           "MIMAMORI_SENSORS_DEFAULT_HEARTBEAT_S": " "}  # fmt: skip
+    assert sensors_from_env(env) == SensorsConfig(
+        offline_after_intervals=4, max_heartbeat_s=900, canary_severity="critical"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"MIMAMORI_SENSORS_OFFLINE_AFTER_INTERVALS": "three"},
+         ["MIMAMORI_SENSORS_OFFLINE_AFTER_INTERVALS='three' is not a number"]),
+        ({"MIMAMORI_SENSORS_OFFLINE_AFTER_INTERVALS": "0.5"},
+         ["MIMAMORI_SENSORS_OFFLINE_AFTER_INTERVALS='0.5'", "more than 1"]),
+        ({"MIMAMORI_SENSORS_OFFLINE_SEVERITY": "urgent"},
+         ["MIMAMORI_SENSORS_OFFLINE_SEVERITY='urgent'", "one of info, low"]),
+        ({"MIMAMORI_SENSORS_DEFAULT_HEARTBEAT_S": "-1"},
+         ["MIMAMORI_SENSORS_DEFAULT_HEARTBEAT_S='-1'", "positive"]),
+        # The default interval (unset: 60) above a lowered maximum: both are named.
+        ({"MIMAMORI_SENSORS_MAX_HEARTBEAT_S": "30"},
+         ["MIMAMORI_SENSORS_DEFAULT_HEARTBEAT_S (unset: default 60",
+          "MIMAMORI_SENSORS_MAX_HEARTBEAT_S='30'"]),
+    ],
+)  # fmt: skip
+def test_bad_sensor_settings_name_the_variable(env: dict[str, str], names: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        sensors_from_env(env)
+    for name in names:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "expected"),
+    [
+        ("self_report", {"heartbeat_s": 60}, 60.0),
+        ("self_report", {"heartbeat_s": 2.5}, 2.5),
+        ("self_report", {}, None),
+        ("self_report", {"heartbeat_s": "60"}, None),
+        ("self_report", {"heartbeat_s": True}, None),
+        ("self_report", {"heartbeat_s": 0}, None),
+        ("self_report", {"heartbeat_s": 1e300}, None),
+        ("heartbeat", {"heartbeat_s": 60}, None),  # only self-reports announce it
+    ],
+)  # fmt: skip
+def test_reported_heartbeat(kind: str, body: dict, expected: float | None) -> None:
+    assert reported_heartbeat(canary(body, kind=kind)) == expected
 
 
 def test_sign_config() -> None:

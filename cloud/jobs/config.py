@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mimamori.cloud.sensors import DEFAULT as SENSORS_DEFAULT
+from mimamori.cloud.sensors import SensorsConfig
 from mimamori.protocol import SEVERITIES
 
 
@@ -39,6 +41,11 @@ class JobsConfig:
     partition_days_ahead: int = 3
     #: Hours of invalidated flows folded into the rollups per transaction.
     rollup_hours_per_tx: int = 24
+
+    # --- sensors ----------------------------------------------------------------------
+    #: The sensors job's thresholds, commented where the rules are (cloud/sensors.py);
+    #: ``mimamori cloud jobs`` reads them from MIMAMORI_SENSORS_* (cloud/settings.py).
+    sensors: SensorsConfig = SENSORS_DEFAULT
 
     def __post_init__(self) -> None:
         for name in ("offline_severity", "escalate_cap"):

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from mimamori.cloud.errors import StoreError
 from mimamori.cloud.jobs import incidents, liveness, partitions, rollups, sensors
 from mimamori.cloud.jobs.config import DEFAULT, JobsConfig
 from mimamori.cloud.migrate import recorded_storage
-from mimamori.cloud.settings import Settings, from_env
+from mimamori.cloud.settings import Settings, from_env, sensors_from_env
 
 #: Jobs in the order they run: partitions first (so rollups find their tables), the alert
 #: raising jobs before incidents (so their alerts get an incident in the same run); device
@@ -56,7 +57,7 @@ def run_once(
                 ),
                 "rollups": lambda: rollups.refresh(conn, storage=storage, config=config),
                 "liveness": lambda: liveness.check(conn, now=when, config=config),
-                "sensors": lambda: sensors.check(conn, now=when),
+                "sensors": lambda: sensors.check(conn, now=when, config=config.sensors),
                 "incidents": lambda: incidents.group(conn, config=config),
                 "labels": lambda: labels.refresh(conn, now=when),
                 "intel": lambda: intel.run_job(conn, settings=settings or from_env(), now=when),
@@ -75,14 +76,21 @@ def run_once(
     return out
 
 
-def loop(dsn: str, *, interval: float, only: Iterable[str] | None, stop: threading.Event) -> None:
+def loop(
+    dsn: str,
+    *,
+    interval: float,
+    only: Iterable[str] | None,
+    stop: threading.Event,
+    config: JobsConfig = DEFAULT,
+) -> None:
     """Run the jobs every ``interval`` seconds until ``stop``; errors are logged, retried."""
     log = structlog.get_logger("mimamori.cloud.jobs")
     backoff = Backoff(base=1.0, cap=60.0)
     while not stop.is_set():
         started = time.monotonic()
         try:
-            result = run_once(dsn, only=only)
+            result = run_once(dsn, only=only, config=config)
             backoff.reset()
             log.info("jobs done", seconds=round(time.monotonic() - started, 3),
                      **{k: repr(v) for k, v in result.items()})  # fmt: skip
@@ -94,15 +102,17 @@ def loop(dsn: str, *, interval: float, only: Iterable[str] | None, stop: threadi
 
 
 def run_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """``mimamori cloud jobs run-once|loop``."""
+    """``mimamori cloud jobs run-once|loop``; the sensors job's thresholds come from
+    MIMAMORI_SENSORS_* (:func:`~mimamori.cloud.settings.sensors_from_env`)."""
     dsn = settings.require_dsn()
+    config = replace(DEFAULT, sensors=sensors_from_env())
     if args.action == "run-once":
-        for name, result in run_once(dsn, only=args.only).items():
+        for name, result in run_once(dsn, only=args.only, config=config).items():
             print(f"{name}: {result}")
         return 0
     logs.configure(fmt="json")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    loop(dsn, interval=args.interval, only=args.only, stop=stop)
+    loop(dsn, interval=args.interval, only=args.only, stop=stop, config=config)
     return 0

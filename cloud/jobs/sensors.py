@@ -2,8 +2,19 @@
 
 The rules themselves are pure functions in :mod:`mimamori.cloud.sensors`; this job feeds
 them stored rows and stores their alerts (``source = 'cloud'``). Both are idempotent:
-alert ids name the canary message (gateway, seq) or the outage (last time seen), and
+alert ids name the canary message (gateway, seq) or the outage (last time heard), and
 ``alerts`` keeps one row per (gateway, alert_id).
+
+Liveness is on the cloud's clock, as for gateways (:mod:`.liveness`): ``sensors.last_heard``
+is set by the ingester in the transaction that stores each sensor message, and compared
+with the job's ``now``. ``last_seen`` is the gateway's stamp (when its relay heard the
+sensor): a gateway whose clock is behind, or whose backlog arrives after an outage, makes
+it look old although the sensor is alive, so it is shown in the alert's evidence only, and
+used only for sensors not heard since ``last_heard`` was added (NULL). The interval is the
+one the sensor announced in its newest self-report (``sensors.heartbeat_s``), else the
+configured default.
+
+A sensor stays ``offline`` until its next message (the ingester sets ``online``).
 """
 
 from __future__ import annotations
@@ -29,12 +40,15 @@ WHERE sensor_kind = 'canary' AND ingested_at >= %s
 ORDER BY ingested_at
 """
 
+# Row locks: a sensor the ingester is updating right now was just heard; skip it (the
+# next run judges it) rather than mark it offline on the value read before.
 _SENSORS_SQL = """
-SELECT tenant, gateway, sensor_id, extract(epoch FROM last_seen),
-       CASE WHEN jsonb_typeof(last_body -> 'heartbeat_s') = 'number'
-            THEN (last_body ->> 'heartbeat_s')::float8 END
+SELECT tenant, gateway, sensor_id, extract(epoch FROM coalesce(last_heard, last_seen)),
+       heartbeat_s, extract(epoch FROM last_seen)
 FROM sensors
 WHERE state <> 'offline'
+ORDER BY tenant, sensor_id
+FOR UPDATE SKIP LOCKED
 """
 
 _ALERT_SQL = """
@@ -57,7 +71,9 @@ def _row(tenant: str, gateway: str, a: Alert) -> tuple[Any, ...]:
             Jsonb(a.evidence))  # fmt: skip
 
 
-def check(conn: psycopg.Connection[Any], *, now: datetime) -> SensorsResult:
+def check(
+    conn: psycopg.Connection[Any], *, now: datetime, config: rules.SensorsConfig = rules.DEFAULT
+) -> SensorsResult:
     """Raise canary_touch alerts for recent canary messages and sensor_offline alerts."""
     result = SensorsResult()
     with conn.transaction():
@@ -74,19 +90,20 @@ def check(conn: psycopg.Connection[Any], *, now: datetime) -> SensorsResult:
                 body=body,
             )
             try:
-                alert = rules.canary_alert(message)
+                alert = rules.canary_alert(message, config=config)
             except rules.SensorAlertError:
                 continue  # a malformed canary report: nothing to alert on
             cur = conn.execute(_ALERT_SQL, _row(tenant, gw, alert))
             result.canary_alerts += cur.rowcount
 
         known = conn.execute(_SENSORS_SQL).fetchall()
-        tenants = {(gw, sensor): tenant for tenant, gw, sensor, _, _ in known}
+        tenants = {(gw, sensor): tenant for tenant, gw, sensor, *_ in known}
         seen = [
-            rules.SensorSeen(gateway=gw, sensor_id=sensor, last_seen=float(last), heartbeat_s=hb)
-            for _, gw, sensor, last, hb in known
-        ]
-        for alert in rules.offline_alerts(seen, now=now.timestamp()):
+            rules.SensorSeen(gateway=gw, sensor_id=sensor, last_heard=float(heard),
+                             heartbeat_s=hb, last_seen=float(last_seen))
+            for _, gw, sensor, heard, hb, last_seen in known
+        ]  # fmt: skip
+        for alert in rules.offline_alerts(seen, now=now.timestamp(), config=config):
             gw, sensor = alert.target, alert.actor
             conn.execute(_ALERT_SQL, _row(tenants[(gw, sensor)], gw, alert))
             conn.execute(
