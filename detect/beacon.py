@@ -121,18 +121,18 @@ class BeaconRule(Rule):
             return []
         self.dests.get(dest).devices[rec.src_ip] = now
         pair = self.pairs.get((rec.src_ip, dest))
-        if rec.proto == ff.TCP:
-            # A TCP record from a source port this pair already used is a piece of a
-            # connection that was open before (a keep-alive on a long-lived socket,
-            # re-metered after each idle expiry): the device kept talking, it did not
-            # call back. Operating systems cycle through ~28,000 ephemeral ports, so a
-            # new connection reusing one within the history is rare.
-            if rec.src_port in pair.sports:
-                return []
-            if len(pair.sport_order) == pair.sport_order.maxlen:
-                pair.sports.discard(pair.sport_order[0])
-            pair.sport_order.append(rec.src_port)
-            pair.sports.add(rec.src_port)
+        # A record from a source port this pair already used is a piece of a session
+        # that was open before, re-metered after each idle expiry: a keep-alive on a
+        # long-lived TCP connection, or a UDP heartbeat from the one socket a P2P camera,
+        # VoIP phone or VPN client keeps open for NAT. The device kept talking, it did
+        # not call back. Operating systems cycle through ~28,000 ephemeral ports, so a
+        # new connection (or a new socket) reusing one within the history is rare.
+        if rec.src_port in pair.sports:
+            return []
+        if len(pair.sport_order) == pair.sport_order.maxlen:
+            pair.sports.discard(pair.sport_order[0])
+        pair.sport_order.append(rec.src_port)
+        pair.sports.add(rec.src_port)
         pair.port, pair.mac = rec.dst_port, rec.src_mac or pair.mac
         size = float(rec.bytes_src2dst)
         # Records arrive in expiry order, not start order: a call-back may start before
