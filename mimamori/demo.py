@@ -100,21 +100,29 @@ def sensor_gateways(demo_scenarios: tuple[str, ...], gateways: int) -> tuple[int
     return ()
 
 
-def _jobs_during_run() -> list[str]:
-    """``--only`` arguments of the jobs loop that runs while the fleet does: every job but
-    ``sensors``.
+def sensor_job_settings(minutes: float, speed: float) -> dict[str, str]:
+    """``MIMAMORI_SENSORS_*`` for the demo's jobs: the simulated node's heartbeat interval
+    on the cloud's clock.
 
-    The sensors job compares the time the gateway stamped on a sensor's last message with
-    the cloud's clock. The fleet's clock is simulated and runs behind the wall clock until
-    the run ends (by 58 min at the start of the demo's hour), so during the run that job
-    would take a sensor that is alive in simulated time for a silent one and raise a
-    ``sensor_offline`` at every pass. (Gateway liveness does not have this problem: it
-    uses the time the cloud heard the gateway.) The demo runs it after the run, when the
-    clocks agree again, with every other job (see main).
+    The sensors job judges a node's silence on the cloud's (wall) clock, in the node's
+    heartbeat intervals. The node heartbeats every ``SENSOR_HEARTBEAT_S`` simulated
+    seconds (and announces that in its self-report), which the fleet plays ``speed`` times
+    faster: the cloud hears it every ``SENSOR_HEARTBEAT_S / speed`` wall seconds, so that
+    is the interval the job must assume (default and maximum). The node is silent for the
+    second half of the run; it is declared offline after a quarter of the run without a
+    heartbeat (at least 3 intervals, the production default), which leaves a quarter of
+    margin on each side: against delivery stalls while it heartbeats, and before the run
+    ends.
     """
-    from mimamori.cloud.jobs.runner import JOBS
+    from mimamori.simulators.fleet import SENSOR_HEARTBEAT_S, SENSOR_SILENT_AT
 
-    return [arg for job in JOBS if job != "sensors" for arg in ("--only", job)]
+    interval = SENSOR_HEARTBEAT_S / speed
+    intervals = max(3.0, (1.0 - SENSOR_SILENT_AT) / 2 * minutes * 60.0 / SENSOR_HEARTBEAT_S)
+    return {
+        "MIMAMORI_SENSORS_DEFAULT_HEARTBEAT_S": f"{interval:g}",
+        "MIMAMORI_SENSORS_MAX_HEARTBEAT_S": f"{interval:g}",
+        "MIMAMORI_SENSORS_OFFLINE_AFTER_INTERVALS": f"{intervals:g}",
+    }
 
 
 def _wait_ingester_subscribed(log: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -302,6 +310,7 @@ def main(argv: list[str]) -> int:
                 sensors=sensor_gateways(demo_scenarios, args.gateways),
             )  # fmt: skip
             register_fleet(db.dsn, config)
+            jobs_env = {**env, **sensor_job_settings(args.minutes, args.speed)}
             stage.say("インジェスタとクラウドジョブを起動", "starting the ingester and cloud jobs")
             ingest_log = out / "ingester.log"
             ingest_log.unlink(missing_ok=True)
@@ -309,8 +318,8 @@ def main(argv: list[str]) -> int:
                 [*cli, "cloud", "ingest", "--dsn", db.dsn, "--mqtt-port", str(broker.port),
                  "--log-format", "json"], ingest_log, env,
             ) as ingester, _process(
-                [*cli, "cloud", "jobs", "loop", "--dsn", db.dsn, "--interval", "10",
-                 *_jobs_during_run()], out / "jobs.log", env,
+                [*cli, "cloud", "jobs", "loop", "--dsn", db.dsn, "--interval", "10"],
+                out / "jobs.log", jobs_env,
             ):  # fmt: skip
                 _wait_ingester_subscribed(ingest_log, ingester, timeout=20)
                 stage.say(
@@ -325,11 +334,10 @@ def main(argv: list[str]) -> int:
                 with ProgressBar(enabled=not args.quiet) as bar:
                     result = run_fleet(config, progress=bar.update)
                 # Let the ingester commit the last batches, then run every job once more
-                # so incidents and liveness reflect the end of the run (and, the simulated
-                # clock having caught up with the wall clock, the sensors job).
+                # so incidents and liveness reflect the end of the run.
                 time.sleep(2.0)
                 subprocess.run([*cli, "cloud", "jobs", "run-once", "--dsn", db.dsn],
-                               check=False, capture_output=True, env=env)  # fmt: skip
+                               check=False, capture_output=True, env=jobs_env)  # fmt: skip
                 stats = _query(db.dsn)
             text, missed = _summary(stats, config, result, storage)
             print(text)
