@@ -290,14 +290,24 @@ def udp_scan(path: Path, rng: random.Random) -> Case:
         _background(net, t - 60, 30)
         scanner, target = net.end(INTRUDER, 53001), lan(10)
         t += 60
-        open_ports = {53: b"\x00" * 40, 123: b"\x24" + b"\x00" * 47, 161: b"\x30\x26" + b"\x00" * 36}
+        open_ports = {
+            53: b"\x00" * 40,
+            123: b"\x24" + b"\x00" * 47,
+            161: b"\x30\x26" + b"\x00" * 36,
+        }
         for port in _UDP_PORTS:
             reply = open_ports.get(port)
             net.udp_probe(t, scanner, net.end(target, port), b"", reply=reply,
                           unreachable=reply is None)  # fmt: skip
             t += rng.uniform(0.9, 1.3)
-    return Case("scan/udp_top100", path, "scan", INTRUDER, (LAN,),
-                "nmap -sU top 100 ports of one LAN host, about one probe a second")
+    return Case(
+        "scan/udp_top100",
+        path,
+        "scan",
+        INTRUDER,
+        (LAN,),
+        "nmap -sU top 100 ports of one LAN host, about one probe a second",
+    )
 
 
 def slow_vertical_scan(path: Path, rng: random.Random) -> Case:
@@ -312,8 +322,14 @@ def slow_vertical_scan(path: Path, rng: random.Random) -> Case:
             answer = "synack" if port in open_ports else "rst"
             net.syn(t, net.end(INTRUDER), net.end(target, port), answer=answer)
             t += rng.uniform(12, 18)
-    return Case("scan/slow_vertical", path, "scan", INTRUDER, (LAN,),
-                "one SYN every 12-18 s to 126 ports of one host (polite timing)")
+    return Case(
+        "scan/slow_vertical",
+        path,
+        "scan",
+        INTRUDER,
+        (LAN,),
+        "one SYN every 12-18 s to 126 ports of one host (polite timing)",
+    )
 
 
 def inbound_sweep(service: str, port: int) -> Callable[[Path, random.Random], Case]:
@@ -330,8 +346,14 @@ def inbound_sweep(service: str, port: int) -> Callable[[Path, random.Random], Ca
                 net.syn(t, net.end(INTERNET_ATTACKER, rng.randrange(1024, 65535)),
                         net.end(lan(host), port), answer=answer, tries=2)  # fmt: skip
                 t += rng.uniform(0.2, 1.5)
-        return Case(f"scan/inbound_{service}", path, "scan", INTERNET_ATTACKER, (LAN,),
-                    f"internet host sweeping {service}/{port} over the LAN's /24")
+        return Case(
+            f"scan/inbound_{service}",
+            path,
+            "scan",
+            INTERNET_ATTACKER,
+            (LAN,),
+            f"internet host sweeping {service}/{port} over the LAN's /24",
+        )
 
     return write
 
@@ -348,8 +370,14 @@ def icmp_sweep(path: Path, rng: random.Random) -> Case:
                 continue
             net.ping(t, net.end(INTRUDER, 0), net.end(lan(host), 0), i, reply=host in alive)
             t += rng.uniform(0.01, 0.05)
-    return Case("scan/icmp_sweep_24", path, "scan", INTRUDER, (LAN,),
-                "ICMP echo to 253 addresses of the /24 in ~8 s, 8 alive")
+    return Case(
+        "scan/icmp_sweep_24",
+        path,
+        "scan",
+        INTRUDER,
+        (LAN,),
+        "ICMP echo to 253 addresses of the /24 in ~8 s, 8 alive",
+    )
 
 
 def arp_sweep(path: Path, rng: random.Random) -> Case:
@@ -364,8 +392,14 @@ def arp_sweep(path: Path, rng: random.Random) -> Case:
             reply = mac_of(lan(host)) if host in (1, 10, 21, 22) else None
             _arp(out, t, mac_of(INTRUDER), INTRUDER, lan(host), reply_mac=reply)
             t += rng.uniform(1.0, 1.5)
-    return Case("scan/arp_sweep_slow", path, "scan", INTRUDER, (LAN,),
-                "ARP who-has for each address of the /24, one every 1-1.5 s")
+    return Case(
+        "scan/arp_sweep_slow",
+        path,
+        "scan",
+        INTRUDER,
+        (LAN,),
+        "ARP who-has for each address of the /24, one every 1-1.5 s",
+    )
 
 
 def lan_smb_sweep_slow(path: Path, rng: random.Random) -> Case:
@@ -380,8 +414,14 @@ def lan_smb_sweep_slow(path: Path, rng: random.Random) -> Case:
             answer = "rst" if host in (21, 22) else ("synack" if host == 10 else "none")
             net.syn(t, net.end(INTRUDER), net.end(lan(host), 445), answer=answer, tries=2)
             t += rng.uniform(8, 12)
-    return Case("scan/lan_smb_sweep_slow", path, "scan", INTRUDER, (LAN,),
-                "SMB probes to 150 LAN addresses, one every 8-12 s")
+    return Case(
+        "scan/lan_smb_sweep_slow",
+        path,
+        "scan",
+        INTRUDER,
+        (LAN,),
+        "SMB probes to 150 LAN addresses, one every 8-12 s",
+    )
 
 
 # --- beacons ---------------------------------------------------------------------------------
@@ -465,8 +505,14 @@ def lateral(kind: str) -> Callable[[Path, random.Random], Case]:
                 else:  # smb: negotiate, session setup, tree connect to ADMIN$
                     net_tcp_smb(net, WORKSTATION, target, t)
                 t += rng.uniform(20, 90)
-        return Case(f"lateral/{kind}", path, "lateral_movement", WORKSTATION, (LAN,),
-                    f"{kind} sessions to 8 LAN hosts within ~8 minutes")
+        return Case(
+            f"lateral/{kind}",
+            path,
+            "lateral_movement",
+            WORKSTATION,
+            (LAN,),
+            f"{kind} sessions to 8 LAN hosts within ~8 minutes",
+        )
 
     return write
 
@@ -502,7 +548,7 @@ def dns_tunnel(kind: str) -> Callable[[Path, random.Random], Case]:
             if kind == "dnscat_txt":
                 # dnscat2: hex-encoded packets as labels, TXT answers, a query about every
                 # second through the system resolver (a fresh source port each).
-                for seq in range(900):
+                for _ in range(900):
                     data = rng.randbytes(rng.randint(12, 90)).hex()
                     labels = [data[i : i + 62] for i in range(0, len(data), 62)]
                     name = ".".join([*labels, zone])
@@ -512,7 +558,7 @@ def dns_tunnel(kind: str) -> Callable[[Path, random.Random], Case]:
             elif kind == "iodine_null":
                 # iodine: base32 down-/upstream data in labels, NULL answers, one socket.
                 sock = net.end(WORKSTATION, 40123)
-                for seq in range(600):
+                for _ in range(600):
                     label = "pa" + _b32(rng.randbytes(rng.randint(20, 36)))
                     name = f"{label[:63]}.{zone}"
                     net.dns(t, sock, name, qtype=dpkt.dns.DNS_NULL,
@@ -525,8 +571,14 @@ def dns_tunnel(kind: str) -> Callable[[Path, random.Random], Case]:
                     net.dns(t, net.end(WORKSTATION), name, qtype=dpkt.dns.DNS_TXT,
                             answer=b"0")  # fmt: skip
                     t += rng.uniform(4, 6)
-        return Case(f"dns_tunnel/{kind}", path, "dns_tunnel", WORKSTATION, (LAN,),
-                    f"{kind.replace('_', ' ')} under {zone}")
+        return Case(
+            f"dns_tunnel/{kind}",
+            path,
+            "dns_tunnel",
+            WORKSTATION,
+            (LAN,),
+            f"{kind.replace('_', ' ')} under {zone}",
+        )
 
     return write
 
@@ -583,7 +635,11 @@ def _telnet_attempt(net: _Lan, client: End, server: End, t: float, rng: random.R
 def _rdp_attempt(net: _Lan, client: End, server: End, t: float, rng: random.Random) -> None:
     c = net.tcp(client, server, t).open()
     cookie = b"Cookie: mstshash=administrator\r\n"
-    x224 = bytes([len(cookie) + 14, 0xE0, 0, 0, 0, 0, 0]) + cookie + b"\x01\x00\x08\x00\x0b\x00\x00\x00"
+    x224 = (
+        bytes([len(cookie) + 14, 0xE0, 0, 0, 0, 0, 0])
+        + cookie
+        + b"\x01\x00\x08\x00\x0b\x00\x00\x00"
+    )
     c.say("c", b"\x03\x00" + struct.pack("!H", len(x224) + 4) + x224)
     c.say("s", b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x1f\x08\x00\x02\x00\x00\x00")
     c.say("c", client_hello(server.ip, rng))
@@ -633,20 +689,48 @@ VARIANTS: dict[str, Callable[[Path, random.Random], Case]] = {
     "scan/icmp_sweep_24": icmp_sweep,
     "scan/arp_sweep_slow": arp_sweep,
     "scan/lan_smb_sweep_slow": lan_smb_sweep_slow,
-    "beacon/https_60s_j30": beacon("https_60s_j30", period=60, jitter="sym30", hours=3,
-                                   note="HTTPS check-in every 60 s +-30 %"),
-    "beacon/https_300s_j30": beacon("https_300s_j30", period=300, jitter="sym30", hours=10,
-                                    note="HTTPS check-in every 300 s +-30 %"),
-    "beacon/https_60s_cs30": beacon("https_60s_cs30", period=60, jitter="cs30", hours=3,
-                                    note="Cobalt-Strike-like sleep 60 s, jitter 30 %"),
-    "beacon/http_120s": beacon("http_120s", period=120, jitter="sym10", hours=4, http=True,
-                               note="plain HTTP GET every 120 s +-10 %"),
-    "beacon/http_sizes": beacon("http_sizes", period=45, jitter="sym30", hours=3, http=True,
-                                sizes=(200, 6000), note="HTTP POST every 45 s +-30 %, "
-                                "uploads 200-6,000 B, answers 0.2-30 KB"),
-    "beacon/https_sizes": beacon("https_sizes", period=90, jitter="sym30", hours=4,
-                                 sizes=(200, 6000), note="HTTPS every 90 s +-30 %, "
-                                 "varying sizes"),
+    "beacon/https_60s_j30": beacon(
+        "https_60s_j30", period=60, jitter="sym30", hours=3, note="HTTPS check-in every 60 s +-30 %"
+    ),
+    "beacon/https_300s_j30": beacon(
+        "https_300s_j30",
+        period=300,
+        jitter="sym30",
+        hours=10,
+        note="HTTPS check-in every 300 s +-30 %",
+    ),
+    "beacon/https_60s_cs30": beacon(
+        "https_60s_cs30",
+        period=60,
+        jitter="cs30",
+        hours=3,
+        note="Cobalt-Strike-like sleep 60 s, jitter 30 %",
+    ),
+    "beacon/http_120s": beacon(
+        "http_120s",
+        period=120,
+        jitter="sym10",
+        hours=4,
+        http=True,
+        note="plain HTTP GET every 120 s +-10 %",
+    ),
+    "beacon/http_sizes": beacon(
+        "http_sizes",
+        period=45,
+        jitter="sym30",
+        hours=3,
+        http=True,
+        sizes=(200, 6000),
+        note="HTTP POST every 45 s +-30 %, uploads 200-6,000 B, answers 0.2-30 KB",
+    ),
+    "beacon/https_sizes": beacon(
+        "https_sizes",
+        period=90,
+        jitter="sym30",
+        hours=4,
+        sizes=(200, 6000),
+        note="HTTPS every 90 s +-30 %, varying sizes",
+    ),
     "lateral/winrm": lateral("winrm"),
     "lateral/rpc": lateral("rpc"),
     "lateral/smb": lateral("smb"),
@@ -747,7 +831,9 @@ def write_iot_week(path: str | os.PathLike[str], *, days: float = 7, seed: int =
                 _udp(out, t + 0.06, relay, p2p, b"\xf1\x01\x00\x00" + rng.randbytes(16))
             t += rng.uniform(30, 60)
             if rng.random() < 0.002:  # the app opens a live view: a burst of video
-                c = net.tcp(net.end(dev["cam_p2p"]), net.end(remote_ip("relay0.p2p.example"), 443), t).open()
+                c = net.tcp(
+                    net.end(dev["cam_p2p"]), net.end(remote_ip("relay0.p2p.example"), 443), t
+                ).open()
                 c.bulk("c", rng.randint(2_000_000, 9_000_000))
                 c.close(rng.uniform(30, 300))
         for ip, server in ((dev["cam_tls"], "time.google.com"), (dev["cam_p2p"], "pool.ntp.org"),
@@ -770,7 +856,9 @@ def write_iot_week(path: str | os.PathLike[str], *, days: float = 7, seed: int =
                           up=rng.randint(600, 1500), down=rng.randint(400, 900))  # fmt: skip
             # printer: announcements every 30 min, daily firmware check, jobs in office hours
             for k in range(48):
-                _mdns_announce(net, base + k * 1800 + rng.uniform(0, 5), dev["printer"], "OfficeJet")
+                _mdns_announce(
+                    net, base + k * 1800 + rng.uniform(0, 5), dev["printer"], "OfficeJet"
+                )
                 _ssdp_notify(net, base + k * 1800 + rng.uniform(5, 10), dev["printer"])
                 _ssdp_notify(net, base + k * 1800 + rng.uniform(10, 20), dev["cam_tls"])
             net.https(base + rng.uniform(2, 4) * 3600, dev["printer"], "h10141.www1.hp.example",

@@ -235,6 +235,26 @@ def test_keepalives_on_one_socket_are_not_callbacks() -> None:
     assert not [a for a in run(recs) if a.category == "beacon"]
 
 
+@pytest.mark.parametrize(("fresh_socket", "beacon"), [(False, False), (True, True)])
+def test_udp_heartbeats_from_one_socket_are_one_session(fresh_socket: bool, beacon: bool) -> None:
+    # A P2P camera's heartbeat to its relay every 30-60 s: each exchange is re-metered as
+    # its own record after the 15 s idle timeout. From the one socket it keeps open for
+    # NAT, that is one session; from a new socket each time it is a call-back series
+    # (+-30 % jitter around 45 s, 60 of them: interval MAD part ~0.85, score ~0.9).
+    rng = random.Random(5)
+    t, recs = T0, []
+    for i in range(60):
+        recs.append(flow(first_seen=t, last_seen=t + 0.06, proto=17, dst_port=32100, app="",
+                         src_port=40000 + i if fresh_socket else 32108, syn=0, synack=0,
+                         fin=0, expiry="idle", pkts_src2dst=1, pkts_dst2src=1,
+                         bytes_src2dst=62, bytes_dst2src=62))  # fmt: skip
+        t += rng.uniform(30, 60)
+    alerts = [a for a in run(recs) if a.category == "beacon"]
+    assert bool(alerts) is beacon, [a.summary_en for a in alerts]
+    if beacon:
+        assert alerts[-1].target == "203.0.113.5:32100"
+
+
 def test_quiet_device_beacon_is_low() -> None:
     times = [T0 + 2 * i for i in range(40)]
     alerts = run(_callbacks(times, src_mac="00:17:88:24:76:ff"))
