@@ -105,10 +105,18 @@ class DnsTunnelConfig(_Section):
     zone_window_s: Seconds
     zone_unique_names: PosInt
     zone_min_median_len: PosInt
+    beacon_history_s: Seconds
+    beacon_merge_s: Seconds
+    beacon_min_checkins: PosInt
+    beacon_min_sub_len: PosInt
+    beacon_min_interval_madm: Fraction
+    beacon_random_madm: Fraction
+    beacon_small_sample_k: Annotated[float, Meta(ge=0, le=10)]
     allow_zones: list[str]
     severity: Severity
     severity_strong: Severity
     severity_shape_only: Severity
+    severity_beacon: Severity
 
 
 class LateralConfig(_Section):

@@ -8,21 +8,27 @@ and its packet and byte counts; record types are not available):
 * volume: one client socket sending ``flow_min_queries`` queries that carry at least
   ``flow_min_name_bytes`` of names (bytes minus ``query_overhead_bytes`` per query);
 * spread: ``zone_unique_names`` distinct names under one zone within ``zone_window_s``
-  whose subdomain parts have a median length of ``zone_min_median_len`` or more.
+  whose subdomain parts have a median length of ``zone_min_median_len`` or more;
+* beacon: lookups of fresh names under one zone (each a check-in of C2 over DNS) coming
+  like clockwork: ``beacon_min_checkins`` check-ins within ``beacon_history_s`` whose gaps
+  pass the beacon rule's dispersion gate (interval MAD part, raised for short series).
 
-Volume or spread raise ``severity`` (``severity_strong`` when names also look random);
-shape alone raises ``severity_shape_only``.
+Volume, spread or beacon raise ``severity`` (``severity_strong`` when names also look
+random; a beacon alone ``severity_beacon``); shape alone raises ``severity_shape_only``.
+Records arrive in expiry order, not start order: check-ins are kept sorted by time.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass, field
 
 from mimamori.detect import _flowfacts as ff
 from mimamori.detect._base import Bounded, Rule, make_alert
 from mimamori.detect._net import HomeNet
 from mimamori.detect.config import DnsTunnelConfig
-from mimamori.detect.stats import median, shannon_entropy
+from mimamori.detect.stats import mad, median, regularity_gate, shannon_entropy
 from mimamori.protocol import Alert, FlowRecord
 
 # Second-level labels under which registries sell names (example.co.jp, example.com.au):
@@ -63,11 +69,19 @@ def split_zone(name: str) -> tuple[str, str]:
     return ".".join(labels[:-take]), ".".join(labels[-take:])
 
 
+#: Check-ins and fresh names remembered per (host, zone) for the beacon signal.
+_CHECKINS = 256
+_FRESH = 1024
+
+
 @dataclass
 class _Zone:
     names: dict[str, tuple[float, int]] = field(default_factory=dict)  # name -> (t, len)
     random: bool = False
     mac: str = ""
+    fresh: dict[str, float] = field(default_factory=dict)  # names seen within the history
+    checkins: list[float] = field(default_factory=list)  # sorted start times
+    beacon_at: float = float("-inf")  # when the beacon signal last fired
 
 
 class DnsTunnelRule(Rule):
@@ -122,13 +136,25 @@ class DnsTunnelRule(Rule):
         spread = len(state.names) >= self.cfg.zone_unique_names and (
             median([n for _, n in state.names.values()]) >= self.cfg.zone_min_median_len
         )
+        beacon = self._checkin(state, name, sub, rec.first_seen, now)
         if volume or spread:
             severity = self.cfg.severity_strong if state.random else self.cfg.severity
+        elif beacon:
+            severity = self.cfg.severity_strong if state.random else self.cfg.severity_beacon
         elif odd:
             severity = self.cfg.severity_shape_only
         else:
             return []
-        signals = [s for s, on in (("volume", volume), ("spread", spread), ("shape", odd)) if on]
+        signals = [
+            s
+            for s, on in (
+                ("volume", volume),
+                ("spread", spread),
+                ("beacon", beacon),
+                ("shape", odd),
+            )
+            if on
+        ]
         return [
             make_alert(
                 rule="dns_tunnel." + "+".join(signals),
@@ -161,9 +187,48 @@ class DnsTunnelRule(Rule):
             )
         ]
 
+    def _checkin(self, state: _Zone, name: str, sub: str, start: float, now: float) -> bool:
+        """Record a lookup of a fresh name; True when the check-ins run like clockwork
+        (and the signal has not fired within the history already)."""
+        cfg = self.cfg
+        horizon = now - cfg.beacon_history_s
+        if len(sub) < cfg.beacon_min_sub_len or name in state.fresh:
+            return False
+        if len(state.fresh) >= _FRESH:  # forget the oldest (dicts keep insertion order)
+            del state.fresh[next(iter(state.fresh))]
+        state.fresh[name] = start
+        times = state.checkins
+        i = bisect.bisect_left(times, start)
+        near = [times[j] for j in (i - 1, i) if 0 <= j < len(times)]
+        if any(abs(start - t) < cfg.beacon_merge_s for t in near):
+            return False  # part of a check-in already counted (a burst of lookups)
+        times.insert(i, start)
+        cut = bisect.bisect_left(times, horizon)
+        del times[: max(cut, len(times) - _CHECKINS)]
+        if len(times) < cfg.beacon_min_checkins or now - state.beacon_at < cfg.beacon_history_s:
+            return False
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        period = median(gaps)
+        if period <= 0:
+            return False
+        madm = 1.0 - mad(gaps) / period
+        gate = regularity_gate(
+            len(gaps),
+            floor=cfg.beacon_min_interval_madm,
+            random_madm=cfg.beacon_random_madm,
+            k=cfg.beacon_small_sample_k,
+        )
+        if madm < gate:
+            return False
+        state.beacon_at = now
+        return True
+
     def tick(self, now: float) -> list[Alert]:
         horizon = now - self.cfg.zone_window_s
+        beacon_horizon = now - self.cfg.beacon_history_s
         for key, state in self.zones.items():
-            if all(t < horizon for t, _ in state.names.values()):
+            if all(t < horizon for t, _ in state.names.values()) and (
+                not state.checkins or state.checkins[-1] < beacon_horizon
+            ):
                 self.zones.pop(key)
         return []

@@ -332,6 +332,36 @@ def slow_vertical_scan(path: Path, rng: random.Random) -> Case:
     )
 
 
+def stealth_scan(flags: str) -> Callable[[Path, random.Random], Case]:
+    def write(path: Path, rng: random.Random) -> Case:
+        """nmap -sF / -sX / -sN: no SYN at all. Closed ports reset; open ones stay
+        silent, and so does a filtered one."""
+        bits = {"fin": dpkt.tcp.TH_FIN, "xmas": dpkt.tcp.TH_FIN | dpkt.tcp.TH_PUSH
+                | dpkt.tcp.TH_URG, "null": 0}[flags]  # fmt: skip
+        t = T0 + 16 * 3600
+        with _capture(path) as out:
+            net = _Lan(out, rng)
+            _background(net, t - 60, 10)
+            target = lan(10)
+            for port in sorted(rng.sample(range(1, 1024), 200)):
+                c = net.tcp(net.end(INTRUDER, 41000 + flags.__len__()), net.end(target, port), t)
+                c._send("c", bits)
+                if port not in (22, 80, 139, 443, 445):
+                    c._wait()
+                    c._send("s", dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK)
+                t += rng.uniform(0.005, 0.05)
+        return Case(
+            f"scan/{flags}_scan",
+            path,
+            "scan",
+            INTRUDER,
+            (LAN,),
+            f"nmap -s{flags[0].upper()} of 200 ports on one host (no SYNs)",
+        )
+
+    return write
+
+
 def inbound_sweep(service: str, port: int) -> Callable[[Path, random.Random], Case]:
     def write(path: Path, rng: random.Random) -> Case:
         """An internet host sweeping one service across the site's routed /24: most
@@ -541,7 +571,7 @@ def dns_tunnel(kind: str) -> Callable[[Path, random.Random], Case]:
     def write(path: Path, rng: random.Random) -> Case:
         t = T0 + 15 * 3600
         zone = {"dnscat_txt": "cdn-metrics.org", "iodine_null": "t.example-tunnel.net",
-                "slow_base32": "sync-svc.co.jp"}[kind]  # fmt: skip
+                "slow_base32": "sync-svc.co.jp", "dns_beacon": "ns1.cloud-telemetry.net"}[kind]  # fmt: skip
         with _capture(path) as out:
             net = _Lan(out, rng)
             _background(net, t - 60, 25)
@@ -564,6 +594,21 @@ def dns_tunnel(kind: str) -> Callable[[Path, random.Random], Case]:
                     net.dns(t, sock, name, qtype=dpkt.dns.DNS_NULL,
                             answer=rng.randbytes(rng.randint(40, 200)))  # fmt: skip
                     t += rng.uniform(0.2, 0.8)
+            elif kind == "dns_beacon":
+                # C2 over DNS (Cobalt Strike's DNS beacon): a check-in every 60 s +-20 %,
+                # an A query for a fresh hex id; when a task is waiting, a burst of TXT
+                # queries fetches it in hex chunks. Through the system resolver.
+                end = t + 3 * 3600
+                while t < end:
+                    net.dns(t, net.end(WORKSTATION), f"{rng.getrandbits(40):010x}.{zone}",
+                            answer="0.0.0.0")  # fmt: skip
+                    if rng.random() < 0.05:
+                        for k in range(rng.randint(5, 30)):
+                            name = f"api.{rng.getrandbits(28):07x}.{k:x}.{zone}"
+                            net.dns(t + 0.5 + k * 0.3, net.end(WORKSTATION), name,
+                                    qtype=dpkt.dns.DNS_TXT,
+                                    answer=rng.randbytes(100).hex().encode())  # fmt: skip
+                    t += 60 * rng.uniform(0.8, 1.2)
             else:
                 # low and slow exfiltration: one base32 label of 32 characters every 4-6 s
                 for seq in range(300):
@@ -683,6 +728,9 @@ def bruteforce(service: str, *, inbound: bool, pace: tuple[float, float],
 VARIANTS: dict[str, Callable[[Path, random.Random], Case]] = {
     "scan/udp_top100": udp_scan,
     "scan/slow_vertical": slow_vertical_scan,
+    "scan/fin_scan": stealth_scan("fin"),
+    "scan/xmas_scan": stealth_scan("xmas"),
+    "scan/null_scan": stealth_scan("null"),
     "scan/inbound_smb": inbound_sweep("smb", 445),
     "scan/inbound_rdp": inbound_sweep("rdp", 3389),
     "scan/inbound_telnet": inbound_sweep("telnet", 23),
@@ -737,6 +785,7 @@ VARIANTS: dict[str, Callable[[Path, random.Random], Case]] = {
     "dns_tunnel/dnscat_txt": dns_tunnel("dnscat_txt"),
     "dns_tunnel/iodine_null": dns_tunnel("iodine_null"),
     "dns_tunnel/slow_base32": dns_tunnel("slow_base32"),
+    "dns_tunnel/dns_beacon": dns_tunnel("dns_beacon"),
     "bruteforce/ssh_lan": bruteforce("ssh", inbound=False, pace=(4, 9), attempts=40),
     "bruteforce/ssh_internet": bruteforce("ssh", inbound=True, pace=(5, 15), attempts=40),
     "bruteforce/rdp_internet": bruteforce("rdp", inbound=True, pace=(3, 8), attempts=30),

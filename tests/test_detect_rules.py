@@ -388,15 +388,53 @@ def test_dns_tunnel_spread_under_one_zone() -> None:
     rng = random.Random(5)
     names = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(22))
              + ".t.tunnel.example" for _ in range(50)]  # fmt: skip
-    recs = [dns(n, t=T0 + i, port=40000 + i) for i, n in enumerate(names)]
+    # At random times (Poisson, mean gap 1 s), so that the beacon signal stays out of it.
+    times = [T0]
+    for _ in names[1:]:
+        times.append(times[-1] + rng.expovariate(1.0))
+    recs = [dns(n, t=t, port=40000 + i) for i, (n, t) in enumerate(zip(names, times, strict=True))]
     alerts = [a for a in run(recs) if a.category == "dns_tunnel"]
     assert alerts and alerts[-1].target == "tunnel.example"
-    assert "spread" in alerts[-1].evidence["signals"]
+    assert alerts[-1].evidence["signals"] == ["spread"]
     assert not [a for a in run(recs[:49]) if a.severity != "low" and a.category == "dns_tunnel"]
     # Blocklist zones encode data by design.
     dnsbl = [dns(f"{i}.{i % 7}.113.203.zen.spamhaus.org", t=T0 + i, port=40000 + i)
              for i in range(200)]  # fmt: skip
     assert not run(dnsbl)
+
+
+@pytest.mark.parametrize(
+    ("name", "gaps", "expected"),
+    [
+        ("clockwork", [60.0] * 19, "medium"),  # 20 check-ins, interval MAD part 1.0
+        ("jittered", "sym20", "medium"),  # 60 s +-20 %: MAD part ~0.9 > gate 0.7-0.78
+        ("one_short", [60.0] * 18, None),  # 19 check-ins < beacon_min_checkins 20
+        ("browsing", "poisson", None),  # fresh ad/CDN ids at random: MAD part ~0.3
+        ("same_name", "same", None),  # one name polled every minute is not a check-in
+    ],
+)
+def test_dns_beacon_fresh_names_like_clockwork(name: str, gaps: Any, expected: str | None) -> None:
+    # C2 over DNS: a lookup of a fresh 10-hex-digit id under the operator's zone per
+    # check-in, from fresh source ports; far below the spread check's 50 names / 10 min.
+    rng = random.Random(9)
+    if gaps == "sym20":
+        gaps = [60 * rng.uniform(0.8, 1.2) for _ in range(40)]
+    elif gaps in ("poisson", "same"):
+        gaps = [rng.expovariate(1 / 60) if gaps == "poisson" else 60.0 for _ in range(60)]
+    times = [T0]
+    for g in gaps:
+        times.append(times[-1] + g)
+    ids = ["a3f09c11be" if name == "same_name" else f"{rng.getrandbits(40):010x}" for _ in times]
+    recs = [dns(f"{i}.ns1.cloud-telemetry.example", t=t, port=40000 + k)
+            for k, (i, t) in enumerate(zip(ids, times, strict=True))]  # fmt: skip
+    alerts = [a for a in run(recs) if a.category == "dns_tunnel"]
+    if expected is None:
+        assert not alerts, [a.summary_en for a in alerts]
+    else:
+        assert [(a.actor, a.target, a.severity) for a in alerts] == [
+            ("192.168.1.10", "cloud-telemetry.example", expected)
+        ]
+        assert alerts[0].evidence["signals"] == ["beacon"]
 
 
 # --- lateral movement ------------------------------------------------------------------
