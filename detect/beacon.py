@@ -95,7 +95,9 @@ class BeaconRule(Rule):
             max_tracked, float
         )
         self._ignore_apps = {a.upper() for a in config.ignore_apps}
-        self._allow_domains = frozenset(d.lower().rstrip(".") for d in config.allow_domains)
+        self._allow_domains = frozenset(
+            d.lower().rstrip(".") for d in (*config.allow_domains, *config.vendor_cloud_domains)
+        )
         self._ignore_ports = set(config.ignore_ports)
 
     def on_flow(self, rec: FlowRecord, now: float) -> list[Alert]:

@@ -74,6 +74,7 @@ class BeaconConfig(_Section):
     ignore_apps: list[str]
     ignore_ports: list[Port]
     allow_domains: list[str]
+    vendor_cloud_domains: list[str]
     severity: Severity
     severity_strong: Severity
     strong_threshold: Fraction

@@ -36,6 +36,9 @@ def beacon_alerts(rows: Iterable[FlowSummary], *, config: DetectConfig, now: flo
     users: dict[str, set[str]] = defaultdict(set)
     devices: set[str] = set()
     ignore_apps = {a.upper() for a in rt.ignore_apps}
+    allowed = frozenset(
+        d.lower().rstrip(".") for d in (*rt.allow_domains, *rt.vendor_cloud_domains)
+    )
     for row in rows:
         if row.dir != "out":
             continue
@@ -45,7 +48,7 @@ def beacon_alerts(rows: Iterable[FlowSummary], *, config: DetectConfig, now: flo
         if row.app.split(".", 1)[0].upper() in ignore_apps:
             continue
         dest = (row.sni or row.remote_ip).lower()
-        if domain_allowed(dest, rt.allow_domains):
+        if domain_allowed(dest, allowed):
             continue
         users[dest].add(row.local_ip)
         series[(row.local_ip, dest)].append(

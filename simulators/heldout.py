@@ -808,6 +808,7 @@ def _week_devices() -> dict[str, str]:
         "cam_tls": lan(40),  # camera: long-lived TLS to its cloud, keep-alive 30-60 s
         "cam_p2p": lan(41),  # P2P camera: UDP heartbeats from one socket every 30-60 s
         "plug": lan(42),  # smart plug: MQTT over TLS, PINGREQ every 60 s
+        "plug_poll": lan(46),  # smart plug: a new HTTPS poll of its cloud every 5 min
         "hub": lan(43),  # lock hub: firmware check every 6 h, status POST on events
         "printer": lan(44),  # printer: mDNS/SSDP, print jobs, daily firmware check
         "phone": lan(45),  # phone: push channel, app traffic to many CDNs by day
@@ -891,6 +892,12 @@ def write_iot_week(path: str | os.PathLike[str], *, days: float = 7, seed: int =
             while t < end:
                 _ntp(net, t, ip, server)
                 t += rng.uniform(3500, 3700)
+        # the other plug polls its vendor's cloud API (allowlisted: vendor_cloud_domains)
+        t = start + 40
+        while t < end:
+            net.https(t, dev["plug_poll"], "use1-api.tplinkcloud.com", up=1300, down=1100,
+                      lookup=rng.random() < 0.2)  # fmt: skip
+            t += 300 + rng.uniform(-3, 3)
         # hub: firmware check every 6 h (new HTTPS connection), status on lock events
         t = start + 120
         while t < end:

@@ -219,6 +219,18 @@ def test_beacon_allowlist_and_ignored_protocols() -> None:
     assert not [a for a in run(ntp + upd) if a.category == "beacon"]
 
 
+def test_vendor_cloud_polling_is_allowed_and_kept_apart_from_allow_domains() -> None:
+    # A smart plug polling its vendor's API every 5 min with a new connection scores
+    # like a beacon (0.9+); the destination is the vendor's own domain, so it is allowed,
+    # also when a tenant sets its own allow_domains.
+    times = [T0 + 300 * i for i in range(40)]
+    recs = [flow(first_seen=t, sni="use1-api.tplinkcloud.com", src_port=40000 + i)
+            for i, t in enumerate(times)]  # fmt: skip
+    assert not run(recs, {"beacon": {"allow_domains": ["nas.example"]}})
+    loud = run(recs, {"beacon": {"vendor_cloud_domains": []}})
+    assert [a.category for a in loud] and {a.category for a in loud} == {"beacon"}
+
+
 def test_active_timeout_pieces_are_not_callbacks() -> None:
     # One long MQTT connection cut every 60 s by the meter's active timeout.
     recs = [flow(first_seen=T0 + 60 * i, last_seen=T0 + 60 * i + 59.9, dst_port=8883,
