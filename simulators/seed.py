@@ -281,7 +281,9 @@ def _drop_indexes(conn: psycopg.Connection[Any]) -> list[str]:
     ).fetchall()
     for name, _ in rows:
         conn.execute(f"DROP INDEX {name}")
-    return [definition for _, definition in rows]
+    # The definition of a partitioned table's index reads "ON ONLY parent": run as is, it
+    # would make an invalid index on the parent alone, and no partition would have one.
+    return [definition.replace(" ON ONLY ", " ON ", 1) for _, definition in rows]
 
 
 def _partitions(conn: psycopg.Connection[Any], plan: SeedPlan) -> None:

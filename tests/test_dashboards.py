@@ -321,6 +321,31 @@ def test_seeded_rollups_match_raw_flows(seeded) -> None:
     assert sum(states.values()) == PLAN["sites"]
 
 
+def test_seed_leaves_every_index_valid(seeded) -> None:
+    """The seed drops secondary indexes during the load and builds them again after."""
+    db, _ = seeded
+    with psycopg.connect(db.dsn) as conn:
+        invalid = conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+        ).fetchall()
+        # Every daily partition of flows and heartbeats carries the parent's indexes.
+        unindexed = conn.execute(
+            """
+            SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent IN (to_regclass('flows'), to_regclass('heartbeats'))
+              AND c.relkind = 'r'
+              AND NOT EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid)
+            """
+        ).fetchall()
+        names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+    assert invalid == [] and unindexed == []
+    assert {
+        "flows_tenant_gateway_ts",
+        "heartbeats_gateway_ts",
+        "flows_1d_tenant_mac_bucket",
+    } <= names
+
+
 def test_bench_runs_on_a_tiny_store(plain_db, capsys: pytest.CaptureFixture[str]) -> None:
     code = bench_main(["--dsn", plain_db.dsn, "--sites", "2", "--days", "1",
                        "--flows-per-site-day", "200", "--runs", "1", "--json"])  # fmt: skip
