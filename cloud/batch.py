@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,8 +178,12 @@ async def write_batch(
         for name, sql in rows.STATEMENTS.items():
             params = [t for p in new for t in p.params.get(name, ())]
             if params:
-                if name in ("gateway_seen", "gateway_state"):
-                    params.sort(key=lambda t: t[-1])  # lock gateway rows in id order
+                # Upserts lock rows: every ingester takes them in key order, so two
+                # batches touching the same gateways, devices or sensors cannot deadlock.
+                # (The sort is stable: a key's updates keep their order.)
+                order = _LOCK_ORDER.get(name)
+                if order is not None:
+                    params.sort(key=order)
                 await cur.executemany(sql, params)
 
         # Refusals of a known sender are stored once: the first copy whose receipt is new.
@@ -208,6 +213,15 @@ async def write_batch(
     for i in refused:
         out.quarantined[i.reason] += 1
     return out
+
+
+#: The key of each upserted row (its position in the statement's parameters).
+_LOCK_ORDER: dict[str, Callable[[tuple[Any, ...]], Any]] = {
+    "gateway_seen": lambda t: t[-1],
+    "gateway_state": lambda t: t[-1],
+    "devices": lambda t: (t[0], t[1]),  # tenant, mac
+    "sensors": lambda t: (t[0], t[1]),  # tenant, sensor_id
+}
 
 
 def now() -> float:
