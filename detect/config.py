@@ -49,6 +49,7 @@ class ScanConfig(_Section):
     icmp_hosts: PosInt
     arp_window_s: Seconds
     arp_targets: PosInt
+    udp_answer_ports: list[Port]
     severity_lan: Severity
     severity_outbound: Severity
     severity_inbound: Severity

@@ -72,6 +72,7 @@ class ScanRule(Rule):
         self.sources: Bounded[str, _Source] = Bounded(max_tracked, _Source)
         self.arp: Bounded[str, _ArpSource] = Bounded(max_tracked, _ArpSource)
         self._completed = round(config.completed_weight * _UNIT)
+        self._answer_ports = frozenset(config.udp_answer_ports)
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -175,10 +176,10 @@ class ScanRule(Rule):
             return self._check_icmp(rec.src_ip, src, direction, now)
         if rec.proto not in (ff.TCP, ff.UDP) or ff.looks_reversed(rec):
             return []
-        if rec.proto == ff.UDP and rec.src_port < 1024:
+        if rec.proto == ff.UDP and (rec.src_port < 1024 or rec.src_port in self._answer_ports):
             # Sent from a service port: a server answering or announcing (DHCP offers to
-            # port 68, NetBIOS 137 to 137), which needs no reply. Probes come from
-            # ephemeral ports.
+            # port 68, NetBIOS 137 to 137, SSDP answers to an M-SEARCH), which needs no
+            # reply. Probes come from ephemeral ports.
             return []
         failed = ff.failed(rec)
         self._add(src, rec, _FAILED if failed else self._completed, not failed)

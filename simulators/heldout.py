@@ -832,6 +832,17 @@ def _ssdp_notify(net: _Lan, t: float, ip: str) -> None:
          msg)  # fmt: skip
 
 
+def _ssdp_search(net: _Lan, t: float, ip: str, responders: tuple[str, ...]) -> None:
+    client = net.end(ip)
+    search = (b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
+              b"MX: 1\r\nST: ssdp:all\r\n\r\n")  # fmt: skip
+    _udp(net.out, t, client, End("01:00:5e:7f:ff:fa", "239.255.255.250", 1900), search)
+    for k, other in enumerate(responders):
+        reply = (f"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\n"
+                 f"LOCATION: http://{other}:49152/description.xml\r\n\r\n").encode()  # fmt: skip
+        _udp(net.out, t + 0.1 + 0.2 * k, End(mac_of(other), other, 1900), client, reply)
+
+
 def _ntp(net: _Lan, t: float, ip: str, server: str) -> None:
     client, srv = net.end(ip), net.end(remote_ip(server), 123)
     net.dns(t, net.end(ip), server)
@@ -935,6 +946,13 @@ def write_iot_week(path: str | os.PathLike[str], *, days: float = 7, seed: int =
                 _keepalive_session(net, base + 9 * 3600, base + 18 * 3600, dev["phone"],
                                    "mtalk.google.example", 5228, (240, 600), rng)  # fmt: skip
                 net.browse(base + 9 * 3600, dev["phone"], 9 * 60, per_minute=0.15)
+                # its apps look for screens and speakers: SSDP M-SEARCH from a fresh socket
+                # every 10-40 s while in use; the printer and a camera answer by unicast
+                for _ in range(rng.randint(20, 60)):
+                    ts = base + rng.uniform(9, 18) * 3600
+                    for _ in range(rng.randint(3, 8)):
+                        _ssdp_search(net, ts, dev["phone"], (dev["printer"], dev["cam_tls"]))
+                        ts += rng.uniform(10, 40)
                 # PC: Windows Update and telemetry, the user's browsing
                 net.browse(base + 9 * 3600, dev["pc"], 8.5 * 60, per_minute=0.3)
                 net.https(base + 9.05 * 3600, dev["pc"], "fe2.update.microsoft.com",

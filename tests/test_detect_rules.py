@@ -160,6 +160,19 @@ def test_arp_and_icmp_sweeps() -> None:
     assert not run(pings[:11])
 
 
+@pytest.mark.parametrize(("sport", "scan"), [(1900, False), (5353, False), (52000, True)])
+def test_udp_answers_to_discovery_are_not_probes(sport: int, scan: bool) -> None:
+    # A printer answering a phone's SSDP M-SEARCHes, each from a fresh socket: 12 unicast
+    # answers to 12 ports of the phone, none replied to. From an ephemeral port the same
+    # pattern is a UDP scan (12 failed ports > vertical_ports 10).
+    recs = [flow(src_ip="192.168.1.44", src_port=sport, dst_ip="192.168.1.45",
+                 dst_port=50000 + 7 * i, proto=17, app="", first_seen=T0 + 20 * i,
+                 pkts_dst2src=0, bytes_dst2src=0, syn=0, synack=0, fin=0, expiry="idle")
+            for i in range(12)]  # fmt: skip
+    alerts = [a for a in run(recs) if a.category == "scan"]
+    assert bool(alerts) is scan, [a.summary_en for a in alerts]
+
+
 def test_ignored_scanner() -> None:
     recs = [probe(dst_ip="192.168.1.20", dst_port=1000 + i, first_seen=T0) for i in range(20)]
     assert not run(recs, {"scan": {"ignore_sources": ["192.168.1.0/28"]}})
