@@ -346,3 +346,36 @@ def test_migration_backfills_sensor_liveness_from_stored_messages(db: Any) -> No
         ("s-b", t0 + timedelta(seconds=1), None, None),  # heartbeats announce no interval
     ]
     assert migrate(db.dsn).applied == []
+
+
+def test_sensors_behind_an_offline_gateway_wait_for_its_return(plain_db: Any) -> None:
+    """One page per outage: while the gateway is offline its sensors are not judged (the
+    cloud cannot hear them); after its return their silence counts from the return, so
+    the outbox can deliver what they said meanwhile. A sensor still silent three intervals
+    after the return is raised."""
+    dsn = plain_db.dsn
+    gw = "gw-parent"
+    prepare_database(dsn, tenant="t-parent", gateways=[gw])
+    now = datetime.now(UTC)
+    heard = now - timedelta(hours=2)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE gateways SET state = 'offline', state_changed_at = %s WHERE id = %s",
+            (heard + timedelta(minutes=3), gw),
+        )
+        conn.execute(
+            "INSERT INTO sensors (tenant, sensor_id, gateway, state, first_seen, last_seen,"
+            " last_heard, heartbeat_s) VALUES ('t-parent', 's-behind', %s, 'online', %s, %s,"
+            " %s, 60)",
+            (gw, heard, heard, heard),
+        )
+    assert _job(dsn, now) == 0  # its gateway is offline: gateway_offline says it all
+    back = now + timedelta(minutes=5)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE gateways SET state = 'online', state_changed_at = %s WHERE id = %s",
+            (back, gw),
+        )
+    assert _job(dsn, back + timedelta(seconds=30)) == 0  # the backlog may still come
+    assert _job(dsn, back + timedelta(seconds=200)) == 1  # it did not: silent for real
+    assert list(_offline(dsn)) == ["s-behind"]

@@ -12,7 +12,8 @@ sensor): a gateway whose clock is behind, or whose backlog arrives after an outa
 it look old although the sensor is alive, so it is shown in the alert's evidence only, and
 used only for sensors not heard since ``last_heard`` was added (NULL). The interval is the
 one the sensor announced in its newest self-report (``sensors.heartbeat_s``), else the
-configured default.
+configured default. Sensors behind an offline gateway are not judged, and after the
+gateway's return their silence counts from then (see ``_SENSORS_SQL``).
 
 A sensor stays ``offline`` until its next message (the ingester sets ``online``).
 """
@@ -42,13 +43,22 @@ ORDER BY ingested_at
 
 # Row locks: a sensor the ingester is updating right now was just heard; skip it (the
 # next run judges it) rather than mark it offline on the value read before.
+#
+# A sensor is heard only through its gateway: while the gateway is offline its sensors
+# are not judged (the gateway_offline alert covers the site; one page, not one per
+# sensor), and after the gateway's return their silence counts from that moment, which
+# leaves the gateway's outbox time to deliver what the sensors said meanwhile.
 _SENSORS_SQL = """
-SELECT tenant, gateway, sensor_id, extract(epoch FROM coalesce(last_heard, last_seen)),
-       heartbeat_s, extract(epoch FROM last_seen)
-FROM sensors
-WHERE state <> 'offline'
-ORDER BY tenant, sensor_id
-FOR UPDATE SKIP LOCKED
+SELECT s.tenant, s.gateway, s.sensor_id,
+       extract(epoch FROM greatest(
+           coalesce(s.last_heard, s.last_seen),
+           CASE WHEN g.state = 'online' THEN g.state_changed_at END)),
+       s.heartbeat_s, extract(epoch FROM s.last_seen)
+FROM sensors s
+LEFT JOIN gateways g ON g.id = s.gateway
+WHERE s.state <> 'offline' AND g.state IS DISTINCT FROM 'offline'
+ORDER BY s.tenant, s.sensor_id
+FOR UPDATE OF s SKIP LOCKED
 """
 
 _ALERT_SQL = """
