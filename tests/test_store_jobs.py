@@ -224,3 +224,18 @@ def test_sensor_canary_and_offline_alerts(db: Any) -> None:
         ("sensor_offline", "s2", "medium", "cloud", True),
     ]
     assert states == {"s1": "online", "s2": "offline"}
+
+
+def test_loop_paces_jobs_with_a_minimum_interval() -> None:
+    from mimamori.cloud.jobs.config import JobsConfig
+    from mimamori.cloud.jobs.runner import JOBS, due
+
+    config = JobsConfig(min_interval_s=(("labels", 3600.0),))
+    assert due(JOBS, {}, 100.0, config) == list(JOBS)  # the first pass runs everything
+    last = dict.fromkeys(JOBS, 100.0)
+    later = due(JOBS, last, 160.0, config)
+    assert "labels" not in later and "liveness" in later and len(later) == len(JOBS) - 1
+    assert "labels" in due(JOBS, last, 3700.0, config)
+    assert due(["sensors"], last, 160.0, config) == ["sensors"]
+    with pytest.raises(ValueError, match="min_interval_s"):
+        JobsConfig(min_interval_s=(("labels", -1.0),))

@@ -42,6 +42,12 @@ class JobsConfig:
     #: Hours of invalidated flows folded into the rollups per transaction.
     rollup_hours_per_tx: int = 24
 
+    # --- pacing of the loop -------------------------------------------------------------
+    #: Least seconds between two runs of a job in ``mimamori cloud jobs loop`` (others run
+    #: every pass). Device labels read every device and a lookback of flows and alerts of
+    #: every tenant: hourly is fresh enough for a label, and cheap.
+    min_interval_s: tuple[tuple[str, float], ...] = (("labels", 3600.0),)
+
     # --- sensors ----------------------------------------------------------------------
     #: The sensors job's thresholds, commented where the rules are (cloud/sensors.py);
     #: ``mimamori cloud jobs`` reads them from MIMAMORI_SENSORS_* (cloud/settings.py).
@@ -55,6 +61,8 @@ class JobsConfig:
             raise ValueError("offline_after_intervals must be more than 1")
         if list(self.escalate_at_counts) != sorted(set(self.escalate_at_counts)):
             raise ValueError("escalate_at_counts must be strictly increasing")
+        if any(seconds < 0 for _, seconds in self.min_interval_s):
+            raise ValueError("min_interval_s must not be negative")
         if self.partition_days_ahead < 1 or self.rollup_hours_per_tx < 1:
             raise ValueError("partition_days_ahead and rollup_hours_per_tx must be >= 1")
 

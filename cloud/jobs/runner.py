@@ -76,6 +76,19 @@ def run_once(
     return out
 
 
+def due(
+    selected: Iterable[str], last_run: dict[str, float], now: float, config: JobsConfig = DEFAULT
+) -> list[str]:
+    """The jobs of ``selected`` to run in a loop pass at ``now`` (monotonic seconds), given
+    when each last ran: those with a ``min_interval_s`` wait that long between runs."""
+    spacing = dict(config.min_interval_s)
+    return [
+        name
+        for name in selected
+        if now - last_run.get(name, float("-inf")) >= spacing.get(name, 0.0)
+    ]
+
+
 def loop(
     dsn: str,
     *,
@@ -87,10 +100,14 @@ def loop(
     """Run the jobs every ``interval`` seconds until ``stop``; errors are logged, retried."""
     log = structlog.get_logger("mimamori.cloud.jobs")
     backoff = Backoff(base=1.0, cap=60.0)
+    selected = list(JOBS if only is None else only)
+    last_run: dict[str, float] = {}
     while not stop.is_set():
         started = time.monotonic()
+        names = due(selected, last_run, started, config)
         try:
-            result = run_once(dsn, only=only, config=config)
+            result = run_once(dsn, only=names, config=config)
+            last_run.update((name, started) for name in names)
             backoff.reset()
             log.info("jobs done", seconds=round(time.monotonic() - started, 3),
                      **{k: repr(v) for k, v in result.items()})  # fmt: skip
