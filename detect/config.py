@@ -155,6 +155,7 @@ class MalwareConfig(_Section):
     ordinary_http_ports: list[Port]
     ordinary_tls_ports: list[Port]
     severity_unusual_port: Severity
+    unusual_port_repeat_s: Seconds
     bad_client_fingerprints: dict[str, str]
     severity_bad_fingerprint: Severity
 

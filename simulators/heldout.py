@@ -807,7 +807,7 @@ def _week_devices() -> dict[str, str]:
     return {
         "cam_tls": lan(40),  # camera: long-lived TLS to its cloud, keep-alive 30-60 s
         "cam_p2p": lan(41),  # P2P camera: UDP heartbeats from one socket every 30-60 s
-        "plug": lan(42),  # smart plug: MQTT over TLS, PINGREQ every 60 s
+        "plug": lan(42),  # smart plug: TLS on port 50443 to its cloud, keep-alive every 60 s
         "plug_poll": lan(46),  # smart plug: a new HTTPS poll of its cloud every 5 min
         "hub": lan(43),  # lock hub: firmware check every 6 h, status POST on events
         "printer": lan(44),  # printer: mDNS/SSDP, print jobs, daily firmware check
@@ -881,7 +881,7 @@ def write_iot_week(path: str | os.PathLike[str], *, days: float = 7, seed: int =
         # cameras, plug: always on
         _keepalive_session(net, start + 5, end, dev["cam_tls"], "rest-prod.blinkcam.example",
                            443, (30, 60), rng)  # fmt: skip
-        _keepalive_session(net, start + 9, end, dev["plug"], "a1.tuyaus.example", 8883,
+        _keepalive_session(net, start + 9, end, dev["plug"], "devs.tplinkcloud.com", 50443,
                            (55, 65), rng)  # fmt: skip
         p2p = net.end(dev["cam_p2p"], 32108)
         relays = [End(ROUTER.mac, remote_ip(f"relay{i}.p2p.example"), 32100) for i in range(2)]

@@ -535,6 +535,17 @@ def test_malware_traffic(kw: dict[str, Any], rule: str | None, severity: str | N
     assert [(a.rule, a.severity) for a in alerts] == ([(rule, severity)] if rule else [])
 
 
+def test_unusual_port_is_noted_once_a_week_per_device_and_port() -> None:
+    # A plug keeping TLS on 50443 to its cloud (rotating addresses), every hour for 9
+    # days: noted on day 0 and again on day 7 (unusual_port_repeat_s = 7 days), not daily.
+    recs = [flow(app="TLS", dst_port=50443, dst_ip=f"203.0.113.{h % 4 + 1}",
+                 first_seen=T0 + 3600 * h, src_port=40000 + h) for h in range(9 * 24)]  # fmt: skip
+    notes = [a for a in run(recs) if a.rule == "malware_traffic.unusual_port"]
+    assert [round((a.detected_at - T0) / 86400, 1) for a in notes] == [0.0, 7.0]
+    other = run([*recs[:2], flow(app="TLS", dst_port=4433, first_seen=T0 + 7200)])
+    assert len([a for a in other if a.rule == "malware_traffic.unusual_port"]) == 2
+
+
 def test_smtp_fanout_and_bad_fingerprint() -> None:
     mails = [flow(dst_ip=f"198.51.100.{i}", dst_port=587, app="SMTP", first_seen=T0 + i,
                   src_port=50000 + i) for i in range(5)]  # fmt: skip
