@@ -207,11 +207,12 @@ class _Lan:
         _udp(self.out, t, client, resolver, bytes(q))
         a = dpkt.dns.DNS(id=qid, op=dpkt.dns.DNS_RD | dpkt.dns.DNS_RA, qr=dpkt.dns.DNS_R)
         a.qd = [dpkt.dns.DNS.Q(name=name, type=qtype)]
+        data = answer.encode() if isinstance(answer, str) else answer
         if qtype == dpkt.dns.DNS_TXT:
-            rr = dpkt.dns.DNS.RR(name=name, type=qtype, ttl=0, text=[bytes(answer or b"ok")])
+            rr = dpkt.dns.DNS.RR(name=name, type=qtype, ttl=0, text=[data or b"ok"])
         elif qtype == dpkt.dns.DNS_NULL:
             rr = dpkt.dns.DNS.RR(name=name, type=qtype, ttl=0)
-            rr.rdata = bytes(answer or b"\x00")
+            rr.rdata = data or b"\x00"
         else:
             ip = str(answer) if answer else remote_ip(name)
             rr = dpkt.dns.DNS.RR(name=name, type=qtype, ttl=300,
