@@ -124,6 +124,9 @@ class DnsTunnelConfig(_Section):
 class LateralConfig(_Section):
     window_s: Seconds
     min_targets: PosInt
+    remote_exec_services: list[str]
+    min_targets_remote_exec: PosInt
+    severity_remote_exec: Severity
     apps: dict[str, str]
     ports: dict[str, list[Port]]
     severity: Severity

@@ -23,6 +23,7 @@ class LateralMovementRule(Rule):
         self.cfg = config
         self.ignored = AddressSet(config.ignore_sources)
         self.by_port = {p: svc for svc, ports in config.ports.items() for p in ports}
+        self._remote_exec = frozenset(config.remote_exec_services)
         self.sources: Bounded[str, dict[str, tuple[float, str]]] = Bounded(max_tracked, dict)
 
     def on_flow(self, rec: FlowRecord, now: float) -> list[Alert]:
@@ -35,19 +36,31 @@ class LateralMovementRule(Rule):
             return []
         targets = self.sources.get(rec.src_ip)
         if rec.dst_ip in targets or len(targets) < 4 * self.cfg.min_targets:
-            targets[rec.dst_ip] = (rec.last_seen, svc)
+            # A host once reached by remote execution stays so counted (PsExec and WMI
+            # mix SMB and RPC on the same target).
+            prev = targets.get(rec.dst_ip)
+            kept = prev[1] if prev and prev[1] in self._remote_exec else svc
+            targets[rec.dst_ip] = (max(rec.last_seen, prev[0] if prev else 0.0), kept)
         horizon = now - self.cfg.window_s
         for stale in [d for d, (t, _) in targets.items() if t < horizon]:
             del targets[stale]
-        if len(targets) < self.cfg.min_targets:
+        if len(targets) >= self.cfg.min_targets:
+            severity, rule = self.cfg.severity, "lateral_movement.fanout"
+        elif (
+            svc in self._remote_exec
+            and sum(s in self._remote_exec for _, s in targets.values())
+            >= self.cfg.min_targets_remote_exec
+        ):
+            severity, rule = self.cfg.severity_remote_exec, "lateral_movement.remote_exec"
+        else:
             return []
         services = sorted({s for _, s in targets.values()})
         hosts = sorted(targets)
         return [
             make_alert(
-                rule="lateral_movement.fanout",
+                rule=rule,
                 category="lateral_movement",
-                severity=self.cfg.severity,
+                severity=severity,
                 at=now,
                 actor=rec.src_ip,
                 target=f"{len(hosts)} hosts",

@@ -498,7 +498,7 @@ def beacon(name: str, *, period: float, jitter: str, hours: float, http: bool = 
 # --- lateral movement ------------------------------------------------------------------------
 
 
-def lateral(kind: str) -> Callable[[Path, random.Random], Case]:
+def lateral(kind: str, hosts: int = 8) -> Callable[[Path, random.Random], Case]:
     def write(path: Path, rng: random.Random) -> Case:
         """The workstation reaching many LAN hosts over one administration protocol,
         one every 20-90 s (an operator or a worm going through a host list)."""
@@ -506,9 +506,15 @@ def lateral(kind: str) -> Callable[[Path, random.Random], Case]:
         with _capture(path) as out:
             net = _Lan(out, rng)
             _background(net, t - 120, 30)
-            targets = [lan(h) for h in (10, 11, 12, 21, 22, 40, 41, 42)]
+            targets = [lan(h) for h in (10, 11, 12, 21, 22, 40, 41, 42)][:hosts]
             for target in targets:
-                if kind == "winrm":
+                if kind == "psexec":  # SMB to ADMIN$, then DCOM/service control over RPC
+                    net_tcp_smb(net, WORKSTATION, target, t)
+                    c = net.tcp(net.end(WORKSTATION), net.end(target, 135), t + 3).open()
+                    c.bulk("c", 1200)
+                    c.bulk("s", 900)
+                    c.close(0.5)
+                elif kind == "winrm":
                     c = net.tcp(net.end(WORKSTATION), net.end(target, 5985), t).open()
                     c.say("c", (f"POST /wsman HTTP/1.1\r\nHost: {target}:5985\r\n"
                                 "Content-Type: application/soap+xml;charset=UTF-8\r\n"
@@ -536,14 +542,9 @@ def lateral(kind: str) -> Callable[[Path, random.Random], Case]:
                 else:  # smb: negotiate, session setup, tree connect to ADMIN$
                     net_tcp_smb(net, WORKSTATION, target, t)
                 t += rng.uniform(20, 90)
-        return Case(
-            f"lateral/{kind}",
-            path,
-            "lateral_movement",
-            WORKSTATION,
-            (LAN,),
-            f"{kind} sessions to 8 LAN hosts within ~8 minutes",
-        )
+        label = kind if hosts == 8 else f"{kind}_{hosts}hosts"
+        note = f"{kind} sessions to {hosts} LAN hosts, one every 20-90 s"
+        return Case(f"lateral/{label}", path, "lateral_movement", WORKSTATION, (LAN,), note)
 
     return write
 
@@ -783,6 +784,8 @@ VARIANTS: dict[str, Callable[[Path, random.Random], Case]] = {
     "lateral/winrm": lateral("winrm"),
     "lateral/rpc": lateral("rpc"),
     "lateral/smb": lateral("smb"),
+    "lateral/winrm_3hosts": lateral("winrm", hosts=3),
+    "lateral/psexec_3hosts": lateral("psexec", hosts=3),
     "dns_tunnel/dnscat_txt": dns_tunnel("dnscat_txt"),
     "dns_tunnel/iodine_null": dns_tunnel("iodine_null"),
     "dns_tunnel/slow_base32": dns_tunnel("slow_base32"),

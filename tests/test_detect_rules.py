@@ -475,6 +475,30 @@ def test_lateral_movement(targets: int, expected: bool) -> None:
         assert alerts[0].severity == "high" and alerts[0].actor == "192.168.1.10"
 
 
+@pytest.mark.parametrize(
+    ("services", "expected"),
+    [
+        (["winrm", "winrm"], []),  # 2 hosts < min_targets_remote_exec 3
+        (["winrm", "rpc", "winrm"], ["medium"]),  # 3 hosts by remote execution
+        (["smb", "smb", "smb", "smb"], []),  # file shares on 4 hosts < min_targets 5
+        (["smb", "smb", "rpc", "rpc"], []),  # only 2 of them by remote execution
+        (["psexec", "psexec", "psexec"], ["medium"]),  # SMB, then RPC on the same host
+        (["rpc", "rpc", "rpc", "smb", "smb"], ["medium", "high"]),  # then 5: escalated
+    ],
+)
+def test_lateral_movement_by_remote_execution(services: list[str], expected: list[str]) -> None:
+    port = {"winrm": (5985, "HTTP"), "rpc": (135, "DCERPC"), "smb": (445, "SMBv23")}
+    recs = []
+    for i, svc in enumerate(services):
+        for k, step in enumerate(["smb", "rpc"] if svc == "psexec" else [svc]):
+            recs.append(flow(dst_ip=f"192.168.1.{50 + i}", dst_port=port[step][0],
+                             app=port[step][1], first_seen=T0 + 60 * i + 3 * k,
+                             src_port=50000 + 2 * i + k))  # fmt: skip
+    alerts = [a for a in run(recs) if a.category == "lateral_movement"]
+    assert [a.severity for a in alerts] == expected
+    assert all(a.actor == "192.168.1.10" for a in alerts)
+
+
 # --- intel -----------------------------------------------------------------------------
 
 
