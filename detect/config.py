@@ -200,6 +200,9 @@ class OldOsConfig(_Section):
 class LongBeaconConfig(_Section):
     skew_tolerance: Fraction
     min_buckets: PosInt
+    min_median_interval_s: Annotated[float, Meta(ge=0, le=86400)]
+    max_median_interval_s: Annotated[float, Meta(gt=0, le=86400)]
+    protocols: list[Annotated[int, Meta(ge=0, le=255)]]
     threshold: Fraction
     min_interval_madm: Fraction
     random_madm: Fraction

@@ -36,6 +36,7 @@ def beacon_alerts(rows: Iterable[FlowSummary], *, config: DetectConfig, now: flo
     users: dict[str, set[str]] = defaultdict(set)
     devices: set[str] = set()
     ignore_apps = {a.upper() for a in rt.ignore_apps}
+    protocols = frozenset(lw.protocols)
     allowed = frozenset(
         d.lower().rstrip(".") for d in (*rt.allow_domains, *rt.vendor_cloud_domains)
     )
@@ -43,7 +44,7 @@ def beacon_alerts(rows: Iterable[FlowSummary], *, config: DetectConfig, now: flo
         if row.dir != "out":
             continue
         devices.add(row.local_ip)
-        if row.conns <= 0 or row.remote_port in rt.ignore_ports:
+        if row.conns <= 0 or row.remote_port in rt.ignore_ports or row.proto not in protocols:
             continue
         if row.app.split(".", 1)[0].upper() in ignore_apps:
             continue
@@ -78,6 +79,8 @@ def beacon_alerts(rows: Iterable[FlowSummary], *, config: DetectConfig, now: flo
             k=lw.small_sample_k,
         )
         if score.score < lw.threshold or score.interval_madm < gate:
+            continue
+        if not lw.min_median_interval_s <= score.median_interval <= lw.max_median_interval_s:
             continue
         port, mac = points[-1][2], points[-1][3]
         minutes = score.median_interval / 60

@@ -131,6 +131,7 @@ def evaluate(
                     home_net=n, config=cfg, intel=intel, vendor_of=vendors.lookup
                 ),
                 vendors=vendors,
+                detect_config=cfg,
             )
         except CaptureError as exc:
             result = CaptureResult(path=case.path, expected=case.expected, error=str(exc))

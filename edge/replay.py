@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from mimamori.edge.capture import CaptureError, FlowMeter
@@ -30,6 +30,9 @@ from mimamori.edge.inventory import Inventory, VendorLookup
 from mimamori.edge.pipeline import Draft, EngineLike, Pipeline
 from mimamori.edge.summaries import DEFAULT_HOME_NET, Network, Summarizer, parse_home_net
 from mimamori.protocol import Alert, Device, FlowRecord, FlowSummary, encode
+
+if TYPE_CHECKING:
+    from mimamori.detect.config import DetectConfig
 
 EngineFactory = Callable[[tuple[Network, ...]], EngineLike]
 #: Hook for device labels (filled by the labeling component later): result -> label rows.
@@ -97,10 +100,32 @@ class _Collector:
             self.devices.update((d.mac, d) for d in draft.body["devices"])
 
 
-def _default_engine(home_net: tuple[Network, ...]) -> EngineLike:
+def _default_engine(
+    home_net: tuple[Network, ...], vendor_of: Callable[[str], str] | None = None
+) -> EngineLike:
     from mimamori.detect.engine import Engine
 
-    return Engine(home_net=home_net)
+    return Engine(home_net=home_net, vendor_of=vendor_of)
+
+
+def _longwindow(result: ReplayResult, config: DetectConfig | None, now: float) -> list[Alert]:
+    """The cloud's long-window rules over the replay's summaries, as the cloud would run
+    them at the end of the capture; findings the gateway already made (same dedup key)
+    are not repeated."""
+    from mimamori.detect.config import load_config
+    from mimamori.detect.longwindow import beacon_alerts, exfiltration_alerts
+
+    cfg = config or load_config()
+    seen = {a.dedup_key for a in result.alerts}
+    out: list[Alert] = []
+    for alert in [
+        *beacon_alerts(result.summaries, config=cfg, now=now),
+        *exfiltration_alerts(result.summaries, config=cfg, now=now),
+    ]:
+        if alert.dedup_key not in seen:
+            seen.add(alert.dedup_key)
+            out.append(alert)
+    return out
 
 
 def replay(
@@ -115,13 +140,16 @@ def replay(
     keep_summaries: bool = True,
     labeler: Labeler | None = None,
     vendors: VendorLookup | None = None,
+    detect_config: DetectConfig | None = None,
 ) -> ReplayResult:
     """Run the gateway pipeline over capture files and return what it would publish.
 
     ``home_net`` takes networks or CIDR strings. ``keep_records`` keeps every FlowRecord
     in the result (tests compare them with other tools); ``keep_summaries=False`` only
     counts the summaries, as a gateway (which hands them to its outbox) holds none of them
-    in memory; ``labeler`` fills ``labels``.
+    in memory; ``labeler`` fills ``labels``. With the summaries kept, the cloud's
+    long-window rules (slow beacons, exfiltration; ``detect_config``, default the
+    defaults) run over them at the end, so the result holds what gateway and cloud raise.
     Raises :class:`~.capture.CaptureError` for unreadable files.
     """
     nets = tuple(n if not isinstance(n, str) else parse_home_net([n])[0] for n in home_net)
@@ -131,10 +159,11 @@ def replay(
     # together hold less memory.
     flows = iter(meter)
     first = next(flows, None)
-    engine = (engine_factory or _default_engine)(nets)
+    vendors = vendors or VendorLookup()
+    engine = engine_factory(nets) if engine_factory else _default_engine(nets, vendors.lookup)
     collector = _Collector(keep_summaries=keep_summaries)
     summarizer = Summarizer(home_net=nets, interval=interval)
-    inventory = Inventory(home_net=nets, vendors=vendors or VendorLookup())
+    inventory = Inventory(home_net=nets, vendors=vendors)
     pipeline = Pipeline(engine=engine, summarizer=summarizer, inventory=inventory, sink=collector)
     decoder = Decoder()
     capture = CaptureStats()
@@ -184,6 +213,10 @@ def replay(
             "last_ts": capture.last_ts,
         },
     )
+    if keep_summaries and capture.last_ts is not None:
+        extra = _longwindow(result, detect_config, capture.last_ts)
+        result.alerts.extend(extra)
+        result.stats["longwindow_alerts"] = len(extra)
     if labeler is not None:
         result.labels = labeler(result)
     return result

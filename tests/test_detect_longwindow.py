@@ -57,6 +57,19 @@ def test_long_window_beacon_skips_prevalent_and_inbound() -> None:
     assert not beacon_alerts(inbound, config=CFG, now=T0 + 9 * HOUR)
 
 
+def test_long_window_beacon_is_for_slow_tcp_call_backs_only() -> None:
+    """Every 6 h (a firmware check), every minute (the gateway's own rule's range) and UDP
+    (a heartbeat socket looks like new call-backs in summaries) are not this rule's."""
+    week = T0 + 7 * 24 * HOUR
+    six_hourly = [row(T0 + 6 * HOUR * i) for i in range(28)]
+    assert not beacon_alerts(six_hourly, config=CFG, now=week)
+    each_minute = [row(T0 + 60 * i) for i in range(200)]
+    assert not beacon_alerts(each_minute, config=CFG, now=T0 + 4 * HOUR)
+    udp = [row(T0 + 900 * i, proto=17, remote_port=32100) for i in range(24)]
+    assert not beacon_alerts(udp, config=CFG, now=T0 + 9 * HOUR)
+    assert beacon_alerts([row(T0 + 900 * i) for i in range(24)], config=CFG, now=T0 + 9 * HOUR)
+
+
 def _history(days: int, per_hour: int) -> list[FlowSummary]:
     now = T0 + days * 24 * HOUR
     return [row(now - (h + 1.5) * HOUR, bytes_out=per_hour) for h in range(days * 24)]

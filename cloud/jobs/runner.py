@@ -17,7 +17,7 @@ import structlog
 from mimamori.cloud import intel, labels, logs, notify
 from mimamori.cloud._backoff import Backoff
 from mimamori.cloud.errors import StoreError
-from mimamori.cloud.jobs import incidents, liveness, partitions, rollups, sensors
+from mimamori.cloud.jobs import incidents, liveness, longwindow, partitions, rollups, sensors
 from mimamori.cloud.jobs.config import DEFAULT, JobsConfig
 from mimamori.cloud.migrate import recorded_storage
 from mimamori.cloud.settings import Settings, from_env, sensors_from_env
@@ -25,7 +25,10 @@ from mimamori.cloud.settings import Settings, from_env, sensors_from_env
 #: Jobs in the order they run: partitions first (so rollups find their tables), the alert
 #: raising jobs before incidents (so their alerts get an incident in the same run); device
 #: labels and the threat-intelligence refresh (a no-op until its feeds are due) last.
-JOBS = ("partitions", "rollups", "liveness", "sensors", "incidents", "labels", "intel", "notify")
+JOBS = (
+    "partitions", "rollups", "liveness", "sensors", "longwindow", "incidents", "labels",
+    "intel", "notify",
+)  # fmt: skip
 
 
 def run_once(
@@ -58,6 +61,7 @@ def run_once(
                 "rollups": lambda: rollups.refresh(conn, storage=storage, config=config),
                 "liveness": lambda: liveness.check(conn, now=when, config=config),
                 "sensors": lambda: sensors.check(conn, now=when, config=config.sensors),
+                "longwindow": lambda: longwindow.run(conn, now=when),
                 "incidents": lambda: incidents.group(conn, config=config),
                 "labels": lambda: labels.refresh(conn, now=when),
                 "intel": lambda: intel.run_job(conn, settings=settings or from_env(), now=when),
