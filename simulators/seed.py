@@ -5,12 +5,16 @@ never heard from), each site's device inventory, flow summaries with an office-h
 rhythm (JST), 30-second heartbeats with cumulative counters, receipts of every message,
 alerts grouped into incidents, quarantined messages. Then the rollups are brought up to
 date the way each storage does it (a refresh of the continuous aggregates on TimescaleDB,
-the rollup tables on plain PostgreSQL) and, on TimescaleDB, chunks older than the
-compression policies' windows are compressed, as the policies would have done.
+the rollup tables day by day on plain PostgreSQL, ``flows_5m`` up to ``flows_1d``) and,
+on TimescaleDB, chunks older than the compression policies' windows are compressed, as
+the policies would have done.
 
 Bulk rows (flows, heartbeats, receipts) are generated inside PostgreSQL with
 ``generate_series`` (one statement per day), so seeding millions of rows costs no Python
-per row; the small relational tables are written with COPY from Python. Generation is
+per row; the small relational tables are written with COPY from Python. Secondary
+indexes of the bulk-filled tables are dropped first and built once at the end, before
+compression. The seed is meant for a private, empty database: it changes session settings
+only, so several seeds of different databases may run at once. Generation is
 deterministic for a given ``seed`` (``setseed`` and ``random.Random``), except for ``end``,
 which defaults to now so that "last 24 hours" shows data.
 
