@@ -317,6 +317,9 @@ def test_nul_bytes_are_bad_input_not_a_database_error(soc: Soc) -> None:
     c = soc.client
     assert c.get("/v1/incidents", params={"tenant": "t\x00"}, headers=soc.root).status_code == 422
     assert c.get("/v1/audit", params={"actor": "\x00"}, headers=soc.root).status_code == 422
+    for name in ("tenant", "gateway", "category"):
+        bad = c.get("/v1/alerts", params={name: "a\x00"}, headers=soc.root)
+        assert bad.status_code == 422, (name, bad.status_code)
     note = c.post(f"/v1/incidents/{soc.ta}/notes", json={"text": "a\x00b"}, headers=soc.root)
     assert note.status_code == 422
     who = c.post(f"/v1/incidents/{soc.ta}/assign", json={"user": "\x00"}, headers=soc.root)

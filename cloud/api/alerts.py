@@ -9,6 +9,7 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request
 from mimamori.cloud.api import audit
 from mimamori.cloud.api.context import Caller, Conn, Ctx, remote
+from mimamori.cloud.api.incidents import NO_NUL
 from mimamori.cloud.errors import StoreError
 from pydantic import BaseModel
 
@@ -45,9 +46,9 @@ def list_alerts(
     ctx: Ctx,
     conn: Conn,
     who: Caller,
-    tenant: Annotated[str | None, Query(max_length=63)] = None,
-    gateway: Annotated[str | None, Query(max_length=63)] = None,
-    category: Annotated[str | None, Query(max_length=40)] = None,
+    tenant: Annotated[str | None, Query(max_length=63, pattern=NO_NUL)] = None,
+    gateway: Annotated[str | None, Query(max_length=63, pattern=NO_NUL)] = None,
+    category: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     min_severity: Annotated[str | None, Query(pattern="^(info|low|medium|high|critical)$")] = None,
     since: datetime | None = None,
     before_id: int | None = None,
