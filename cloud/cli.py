@@ -47,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--industry", help="the tenant's industry, for the shared alert statistics (e.g. retail)"
     )
-    r = gsub.add_parser("revoke", help="revoke a gateway: its messages go to quarantine")
+    r = gsub.add_parser(
+        "revoke",
+        help="revoke a gateway in the registry: its messages go to quarantine "
+        "('mimamori cloud broker revoke' also deletes its broker login)",
+    )
     _add_dsn(r)
     r.add_argument("--gateway", required=True)
     ls = gsub.add_parser("list", help="list gateways")
@@ -101,7 +105,15 @@ def _gateway(args: argparse.Namespace, dsn: str) -> int:
                 print(f"gateway {args.gateway} ({args.tenant}): {'added' if new else 'exists'}")
             elif args.action == "revoke":
                 registry.revoke_gateway(conn, args.gateway)
-                print(f"gateway {args.gateway}: revoked")
+                print(f"gateway {args.gateway}: revoked in the registry (its messages go to "
+                      "quarantine)")  # fmt: skip
+                print(
+                    "  its broker login still exists: to disconnect it and delete the login, "
+                    f"run 'mimamori cloud broker revoke --gateway {args.gateway} --dir DIR' "
+                    "(DIR: the broker's directory) / ブローカーのログインは残っています: "
+                    "上のコマンドで削除してください",
+                    file=sys.stderr,
+                )
             else:
                 for g in registry.list_gateways(conn, tenant=args.tenant):
                     revoked = " revoked" if g.revoked else ""

@@ -147,6 +147,8 @@ def test_cli_migrate_and_gateway_registry(plain_db, capsys) -> None:
         with pytest.raises(RegistryError):
             registry.add_gateway(conn, tenant="acme", gateway="Bad/Id")
     assert cloud_main(["gateway", "revoke", "--dsn", plain_db.dsn, "--gateway", "gw1"]) == 0
+    # The registry alone cannot delete the broker login: the command says how.
+    assert "mimamori cloud broker revoke --gateway gw1" in capsys.readouterr().err
     assert cloud_main(["gateway", "revoke", "--dsn", plain_db.dsn, "--gateway", "nope"]) == 1
     assert cloud_main(["gateway", "list", "--dsn", plain_db.dsn]) == 0
     assert "revoked" in capsys.readouterr().out
