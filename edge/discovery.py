@@ -28,22 +28,26 @@ from typing import Any
 
 import dpkt
 from mimamori.edge.capture import CaptureError
+from mimamori.edge.logins import LOGIN_PORTS, LoginReader
 from mimamori.protocol import ArpEvent, DiscoveryEvent
 
 Event = ArpEvent | DiscoveryEvent
 log = logging.getLogger(__name__)
 
 #: What the kernel lets through to the live listener (libpcap filter syntax).
-BPF_FILTER = (
+_WANTED = (
     "arp or (udp and (port 67 or port 68 or port 5353 or port 1900 or port 137))"
-    " or (vlan and (arp or (udp and (port 67 or port 68 or port 5353 or port 1900 or port 137))))"
+    " or (tcp and (port 21 or port 23))"
 )
+BPF_FILTER = f"{_WANTED} or (vlan and ({_WANTED}))"
 DHCP_PORTS = (67, 68)
 MDNS_PORT = 5353
 SSDP_PORT = 1900
 NBNS_PORT = 137
 _PORTS = frozenset((*DHCP_PORTS, MDNS_PORT, SSDP_PORT, NBNS_PORT))
 _PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in _PORTS)
+#: FTP and Telnet: their cleartext logins are read for factory credentials (edge/logins.py).
+_LOGIN_PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in LOGIN_PORTS)
 #: Announcements repeat verbatim (SSDP NOTIFY, mDNS answers every few seconds): an
 #: identical payload from the same MAC within this many seconds is not parsed again.
 REPEAT_S = 60.0
@@ -83,6 +87,7 @@ class Decoder:
         self.repeats = 0
         self.repeat_s = repeat_s
         self._seen: dict[tuple[bytes, bytes], float] = {}
+        self.logins = LoginReader()
 
     def _repeated(self, ts: float, frame: bytes, payload: bytes) -> bool:
         key = (frame[6:12], payload)
@@ -110,8 +115,16 @@ class Decoder:
                 self.matched += 1
                 return self._arp(ts, frame, off)
             if ethertype == b"\x08\x00":
-                if frame[off + 9] != 17 or frame[off + 6] & 0x1F or frame[off + 7]:
-                    return []  # not UDP, or a non-first fragment
+                if frame[off + 6] & 0x1F or frame[off + 7]:
+                    return []  # a non-first fragment
+                if frame[off + 9] == 6:
+                    tcp = off + (frame[off] & 0x0F) * 4
+                    ports = struct.unpack_from("!HH", frame, tcp)
+                    if ports[0] in LOGIN_PORTS or ports[1] in LOGIN_PORTS:
+                        return self.logins.feed(ts, frame, off)
+                    return []
+                if frame[off + 9] != 17:
+                    return []  # not UDP
                 udp = off + (frame[off] & 0x0F) * 4
             elif ethertype == b"\x86\xdd":
                 if frame[off + 6] != 17:
@@ -382,11 +395,20 @@ def _read_pcap(fh: Any, head: bytes, decoder: Decoder, stats: CaptureStats) -> I
                     ip += 4
                     et = buf[ip - 2 : ip]
                 if et == b"\x08\x00":
-                    # IPv4: UDP to or from a discovery port (source port, then destination).
+                    # IPv4: UDP to or from a discovery port (source port, then destination),
+                    # or TCP to or from FTP or Telnet.
                     udp = ip + (buf[ip] & 0x0F) * 4
-                    wanted = buf[ip + 9] == 17 and (
-                        buf[udp : udp + 2] in _PORT_BYTES or buf[udp + 2 : udp + 4] in _PORT_BYTES
-                    )
+                    proto = buf[ip + 9]
+                    if proto == 17:
+                        wanted = (
+                            buf[udp : udp + 2] in _PORT_BYTES
+                            or buf[udp + 2 : udp + 4] in _PORT_BYTES
+                        )
+                    else:
+                        wanted = proto == 6 and (
+                            buf[udp : udp + 2] in _LOGIN_PORT_BYTES
+                            or buf[udp + 2 : udp + 4] in _LOGIN_PORT_BYTES
+                        )
                 elif et == b"\x86\xdd":
                     udp = ip + 40
                     wanted = buf[ip + 6] == 17 and (

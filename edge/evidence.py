@@ -86,8 +86,9 @@ class EvidenceCollector:
     ) -> bool:  # fmt: skip
         """A cleartext login read off the wire (Telnet, FTP, HTTP basic) to ``server_mac``.
 
-        The hook for a login extractor: nothing in the gateway extracts login contents yet
-        (docs/labels.md says what it would take). True when it was a factory credential.
+        For a caller that holds the login itself (the opt-in active check). The passive
+        reader, edge/logins.py, hands on only its verdict, as the device fact
+        ``default_login``. True when it was a factory credential.
         """
         return self.observer.login(
             server_mac, protocol=protocol, user=user, password=password, accepted=accepted,

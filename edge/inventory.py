@@ -33,7 +33,9 @@ MAX_SERVICES = 32
 MAX_EXTRAS = 32
 #: Which source's hostname wins: DHCP's option 12 is what the device calls itself.
 _HOSTNAME_RANK = {"dhcp": 3, "mdns": 2, "nbns": 1, "ssdp": 0, "arp": 0}
-_EXTRA_FACTS = ("server", "location", "user_agent")
+#: default_login: a cleartext login the device accepted with a factory credential
+#: (edge/logins.py; the verdict only, never the password).
+_EXTRA_FACTS = ("server", "location", "user_agent", "default_login")
 
 
 class VendorLookup:

@@ -61,7 +61,8 @@ class ArpEvent(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class DiscoveryEvent(msgspec.Struct, kw_only=True, frozen=True):
-    """A fact about a device learnt from DHCP, mDNS, SSDP or NBNS.
+    """A fact about a device learnt from DHCP, mDNS, SSDP or NBNS (or, ``login``, that it
+    accepted a factory credential in a cleartext login: edge/logins.py).
 
     ``source`` names the protocol; ``facts`` maps fact names (``hostname``,
     ``dhcp_fingerprint``, ``dhcp_vendor_class``, ``model``, ``service``, ``server``,
@@ -69,7 +70,7 @@ class DiscoveryEvent(msgspec.Struct, kw_only=True, frozen=True):
     """
 
     ts: float
-    source: Literal["dhcp", "mdns", "ssdp", "nbns", "arp"]
+    source: Literal["dhcp", "mdns", "ssdp", "nbns", "arp", "login"]
     mac: str
     ip: str = ""
     facts: dict[str, str] = {}

@@ -93,6 +93,9 @@ _JA4 = re.compile(r"^[tqd](s[1-3]|1[0-3]|00)[di][0-9]{4}[0-9a-z]{2}(?:_|$)", re.
 #: Device.extras key under which an inventory may publish the JA4 first part of the
 #: weakest ClientHello it saw from the device (read here so the cloud can judge it too).
 TLS_EXTRA = "tls_client_ja4"
+#: Device.extras key of the edge's finding that the device accepted a factory credential
+#: in a cleartext login (inventory key "<source>_<fact>": source login, fact default_login).
+LOGIN_EXTRA = "login_default_login"
 
 
 def ja4_version(fingerprint: str) -> str:
@@ -209,6 +212,10 @@ class Observer:
             self.banner(device.mac, source=key, text=text, ts=device.last_seen)
         if hello := device.extras.get(TLS_EXTRA):
             self.tls_hello(device.mac, fingerprint=hello, ts=device.last_seen)
+        if login := device.extras.get(LOGIN_EXTRA):
+            # The edge's verdict on a cleartext login it read (edge/logins.py): the
+            # device accepted a factory credential. The password never left the site.
+            entry.add("default_credential", login, device.last_seen)
         if any(s.startswith("urn:") for s in device.services) or "ssdp_location" in device.extras:
             entry.add("upnp", device.extras.get("ssdp_location", "SSDP"), device.last_seen)
 
