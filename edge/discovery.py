@@ -121,7 +121,7 @@ class Decoder:
                     tcp = off + (frame[off] & 0x0F) * 4
                     ports = struct.unpack_from("!HH", frame, tcp)
                     if ports[0] in LOGIN_PORTS or ports[1] in LOGIN_PORTS:
-                        return self.logins.feed(ts, frame, off)
+                        return [*self.logins.feed(ts, frame, off)]
                     return []
                 if frame[off + 9] != 17:
                     return []  # not UDP
