@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from mimamori.cloud.jobs._alerts import store_alert
 from mimamori.detect.config import DetectConfig, load_config
 from mimamori.detect.longwindow import beacon_alerts, exfiltration_alerts
-from mimamori.protocol import Alert, FlowSummary
-from psycopg.types.json import Jsonb
+from mimamori.protocol import FlowSummary
 
 _GATEWAYS_SQL = """
 SELECT DISTINCT tenant, gateway FROM flows
@@ -59,20 +59,6 @@ WHERE tenant = %(tenant)s AND gateway = %(gateway)s AND dir = 'out'
   AND ts >= %(judged)s AND ts < %(end)s
 """
 
-_ALERT_SQL = """
-INSERT INTO alerts (tenant, gateway, alert_id, category, severity, detected_at, actor, target,
-    summary_en, summary_ja, dedup_key, rule, mac, evidence, source)
-SELECT %(tenant)s, %(gateway)s, %(id)s, %(category)s, %(severity)s, to_timestamp(%(at)s),
-       %(actor)s, %(target)s, %(summary_en)s, %(summary_ja)s, %(dedup_key)s, %(rule)s,
-       %(mac)s, %(evidence)s, 'cloud'
-WHERE NOT EXISTS (
-    SELECT 1 FROM alerts
-    WHERE tenant = %(tenant)s AND dedup_key = %(dedup_key)s
-      AND detected_at > to_timestamp(%(at)s) - %(window)s
-)
-ON CONFLICT (gateway, alert_id) DO NOTHING
-"""
-
 
 @dataclass
 class LongWindowResult:
@@ -91,22 +77,6 @@ def _summary(row: tuple[Any, ...]) -> FlowSummary:
         first_seen=None if first is None else float(first),
         last_seen=None if last is None else float(last),
     )  # fmt: skip
-
-
-def _store(
-    conn: psycopg.Connection[Any], tenant: str, gateway: str, alert: Alert, window: timedelta
-) -> int:
-    cur = conn.execute(
-        _ALERT_SQL,
-        {
-            "tenant": tenant, "gateway": gateway, "id": alert.id, "category": alert.category,
-            "severity": alert.severity, "at": alert.detected_at, "actor": alert.actor,
-            "target": alert.target, "summary_en": alert.summary_en,
-            "summary_ja": alert.summary_ja, "dedup_key": alert.dedup_key, "rule": alert.rule,
-            "mac": alert.mac or None, "evidence": Jsonb(alert.evidence), "window": window,
-        },
-    )  # fmt: skip
-    return cur.rowcount
 
 
 def run(
@@ -137,7 +107,13 @@ def run(
         alerts += exfiltration_alerts([_summary(r) for r in rows], config=cfg, now=end.timestamp())
         with conn.transaction():
             for alert in alerts:
-                stored = _store(conn, tenant, gateway, alert, windows[alert.category])
+                stored = store_alert(
+                    conn,
+                    tenant=tenant,
+                    gateway=gateway,
+                    alert=alert,
+                    not_within=windows[alert.category],
+                )
                 if alert.category == "beacon":
                     result.beacon += stored
                 else:

@@ -26,8 +26,8 @@ from typing import Any
 
 import psycopg
 from mimamori.cloud import sensors as rules
-from mimamori.protocol import Alert, SensorMessage
-from psycopg.types.json import Jsonb
+from mimamori.cloud.jobs._alerts import store_alert
+from mimamori.protocol import SensorMessage
 
 #: Canary messages ingested this recently are (re)considered each run; re-considering is
 #: harmless (same alert id), and the window covers a jobs outage of a day.
@@ -61,24 +61,11 @@ ORDER BY s.tenant, s.sensor_id
 FOR UPDATE OF s SKIP LOCKED
 """
 
-_ALERT_SQL = """
-INSERT INTO alerts (tenant, gateway, alert_id, category, severity, detected_at, actor, target,
-    summary_en, summary_ja, dedup_key, rule, mac, evidence, source)
-VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s, %s, 'cloud')
-ON CONFLICT (gateway, alert_id) DO NOTHING
-"""
-
 
 @dataclass
 class SensorsResult:
     canary_alerts: int = 0
     offline: int = 0
-
-
-def _row(tenant: str, gateway: str, a: Alert) -> tuple[Any, ...]:
-    return (tenant, gateway, a.id, a.category, a.severity, a.detected_at, a.actor, a.target,
-            a.summary_en, a.summary_ja, a.dedup_key, a.rule, a.mac or None,
-            Jsonb(a.evidence))  # fmt: skip
 
 
 def check(
@@ -103,8 +90,7 @@ def check(
                 alert = rules.canary_alert(message, config=config)
             except rules.SensorAlertError:
                 continue  # a malformed canary report: nothing to alert on
-            cur = conn.execute(_ALERT_SQL, _row(tenant, gw, alert))
-            result.canary_alerts += cur.rowcount
+            result.canary_alerts += store_alert(conn, tenant=tenant, gateway=gw, alert=alert)
 
         known = conn.execute(_SENSORS_SQL).fetchall()
         tenants = {(gw, sensor): tenant for tenant, gw, sensor, *_ in known}
@@ -115,7 +101,7 @@ def check(
         ]  # fmt: skip
         for alert in rules.offline_alerts(seen, now=now.timestamp(), config=config):
             gw, sensor = alert.target, alert.actor
-            conn.execute(_ALERT_SQL, _row(tenants[(gw, sensor)], gw, alert))
+            store_alert(conn, tenant=tenants[(gw, sensor)], gateway=gw, alert=alert)
             conn.execute(
                 "UPDATE sensors SET state = 'offline' WHERE tenant = %s AND sensor_id = %s",
                 (tenants[(gw, sensor)], sensor),
