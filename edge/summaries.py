@@ -164,7 +164,23 @@ class Summarizer:
         r = record
         # (initiator, responder): nfstream's src sent the first packet it saw, which is the
         # responder when a timeout cut a long connection and the server spoke next.
-        if initiated_by_src(r):
+        by_src = initiated_by_src(r)
+        if not handshake_seen(r):
+            # Unconfirmed guesses are corrected by what the addresses make impossible or
+            # unlikely: a multicast or broadcast address never opens a connection, and an
+            # internet host reaching a LAN device's non-service port (1024 and up) without
+            # a handshake seen is the late part of the device's own connection (behind NAT
+            # nothing else gets in), not an exposure. See :func:`initiated_by_src`.
+            src_kind, dst_kind = self._kind(r.src_ip), self._kind(r.dst_ip)
+            if by_src and src_kind == 2:
+                by_src = False
+            elif not by_src and dst_kind == 2:
+                by_src = True
+            elif by_src and src_kind == 0 and dst_kind == 1 and r.dst_port >= 1024:
+                by_src = False
+            elif not by_src and dst_kind == 0 and src_kind == 1 and r.src_port >= 1024:
+                by_src = True
+        if by_src:
             a_mac, a_ip, b_mac, b_ip, service = r.src_mac, r.src_ip, r.dst_mac, r.dst_ip, r.dst_port
             ab = (r.pkts_src2dst, r.pkts_dst2src, r.bytes_src2dst, r.bytes_dst2src)
         else:
@@ -257,16 +273,25 @@ class Summarizer:
         return list(out.items())
 
 
+def handshake_seen(record: FlowRecord) -> bool:
+    """A TCP flow whose ``src`` sent a SYN and whose ``dst`` answered with a SYN-ACK."""
+    return record.proto == 6 and record.syn > 0 and record.synack > 0
+
+
 def initiated_by_src(record: FlowRecord) -> bool:
     """Did the flow's ``src`` open the connection?
 
-    A TCP handshake seen in the flow settles it. Without one (the flow is the continuation
-    of a connection cut by the idle or active timeout, or the capture began mid-way), the
-    side on the service-like port is taken as the responder: a port below 1024 facing a
-    higher one, or a port below 32768 facing an ephemeral one (32768 and up, where Linux
-    and Windows allocate client ports).
+    A TCP handshake seen in the flow settles it, and so does a SYN that was not answered
+    or was refused (a scan's probes). Without either (the flow is the continuation of a
+    connection cut by the idle or active timeout, or the capture began mid-way, perhaps at
+    the server's SYN-ACK), the side on the service-like port is taken as the responder: a
+    port below 1024 facing a higher one, or a port below 32768 facing an ephemeral one
+    (32768 and up, where Linux and Windows allocate client ports). :class:`Summarizer`
+    then corrects guesses that the addresses rule out.
     """
-    if record.proto == 6 and (record.syn or record.synack):
+    if handshake_seen(record):
+        return True
+    if record.proto == 6 and record.syn and (record.pkts_dst2src == 0 or record.rst):
         return True
     sport, dport = record.src_port, record.dst_port
     if sport == 0 or dport == 0 or sport >= dport:

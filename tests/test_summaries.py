@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import msgspec
 from mimamori.edge.pipeline import Draft, Pipeline
 from mimamori.edge.replay import replay
 from mimamori.edge.summaries import MAX_BATCH_ROWS, Summarizer, batches, parse_home_net
@@ -263,3 +264,57 @@ def test_a_cut_connection_keeps_its_direction() -> None:
     assert (row.dir, row.remote_port, row.mac) == ("out", 11095, PC)
     assert (row.pkts_out, row.pkts_in, row.bytes_out, row.bytes_in) == (6, 4, 900, 400)
     assert by_remote["203.0.113.5"].dir == "out"  # no SYN: port 443 is the service
+
+
+def _row_for(s: Summarizer, remote: str) -> FlowSummary:
+    _, rows = s.flush()
+    (row,) = [r for r in rows if r.remote_ip == remote]
+    return row
+
+
+def test_the_internet_reaching_a_high_port_without_a_handshake_is_not_inbound() -> None:
+    """Late pieces of a device's own connections, as seen in IoT Sentinel set-up captures.
+
+    A TP-Link plug's TLS connection to a cloud port 50443 cut by the idle timeout (both
+    ports high: the port rule cannot tell) and an Ednet gateway's connection whose only
+    packets were the server's FIN and the device's RST: neither is an exposure.
+    """
+    s = Summarizer(home_net=NETS, interval=60)
+    s.add(_flow("52.18.200.165", "192.168.1.10", 48456, sport=50443, dst_mac=PC), 1000)
+    row = _row_for(s, "52.18.200.165")
+    assert (row.dir, row.remote_port, row.mac) == ("out", 50443, PC)
+    s.add(_flow("52.24.113.48", "192.168.1.10", 9013, sport=7533, dst_mac=PC), 1000)
+    row = _row_for(s, "52.24.113.48")
+    assert (row.dir, row.remote_port, row.mac) == ("out", 7533, PC)
+
+
+def test_a_handshake_from_the_internet_is_inbound_whatever_the_port() -> None:
+    s = Summarizer(home_net=NETS, interval=60)
+    inbound = _flow("203.0.113.9", "192.168.1.10", 48080, sport=50123, dst_mac=PC)
+    s.add(msgspec.structs.replace(inbound, syn=1, synack=1), 1000)
+    row = _row_for(s, "203.0.113.9")
+    assert (row.dir, row.remote_port, row.mac) == ("in", 48080, PC)
+    # The same packets without the handshake: the device's own connection.
+    s.add(inbound, 1000)
+    assert _row_for(s, "203.0.113.9").dir == "out"
+
+
+def test_a_broadcast_address_never_opens_a_connection() -> None:
+    """A Wi-Fi module's discovery broadcast from port 48899 to 255.255.255.255:49999."""
+    s = Summarizer(home_net=NETS, interval=60)
+    s.add(_flow("192.168.1.10", "255.255.255.255", 49999, sport=48899, proto=17), 1000)
+    row = _row_for(s, "255.255.255.255")
+    assert (row.dir, row.mac, row.remote_port) == ("lan", PC, 49999)
+
+
+def test_a_capture_starting_at_the_servers_syn_ack_keeps_the_client() -> None:
+    s = Summarizer(home_net=NETS, interval=60)
+    late = _flow("203.0.113.5", "192.168.1.10", 40000, sport=443, dst_mac=PC)
+    s.add(msgspec.structs.replace(late, syn=1), 1000)  # the SYN-ACK is the only SYN
+    row = _row_for(s, "203.0.113.5")
+    assert (row.dir, row.remote_port) == ("out", 443)
+    # A refused SYN (a scan's probe answered by RST) is the scanner's, whatever the ports.
+    probe = _flow("192.168.1.10", "203.0.113.7", 50000, sport=40000, pkts=(1, 1))
+    s.add(msgspec.structs.replace(probe, syn=1, rst=1), 1000)
+    row = _row_for(s, "203.0.113.7")
+    assert (row.dir, row.remote_port) == ("out", 50000)
