@@ -160,10 +160,11 @@ def test_smbv1_fails_unneeded_services(shared_data: Path) -> None:
         # its own ClientHello offers TLS 1.0 at best (JA4 t10...): S1.1-12 fails
         ("tplink_hs110.pcap", "50:c7:bf:00:c7:03", "TP-LINK", "HS110(EU)", "plug",
          "does_not_meet"),
-        # these three announce no model in the capture: vendor (MAC prefix) only
+        # the first two announce no model in the capture: vendor (MAC prefix) only; the WeMo
+        # names its product line in its SSDP device type (urn:Belkin:device:controllee:1)
         ("withings.pcap", "00:24:e4:24:80:2a", "Withings", "", "health", "does_not_meet"),
         ("edimax_plug.pcap", "74:da:38:4a:76:49", "Edimax", "", "plug", "does_not_meet"),
-        ("wemo_switch.pcap", "94:10:3e:35:01:c1", "Belkin", "", "plug", "does_not_meet"),
+        ("wemo_switch.pcap", "94:10:3e:35:01:c1", "Belkin", "WeMo Switch", "plug", "does_not_meet"),
     ],
 )  # fmt: skip
 def test_iot_setup_captures_get_identity_and_outcome(
@@ -186,7 +187,15 @@ def test_iot_setup_captures_get_identity_and_outcome(
     [
         ({"services": ["urn:schemas-upnp-org:device:DCS-935L:1"]}, "DCS-935L"),
         ({"services": ["urn:schemas-upnp-org:device:InternetGatewayDevice:1"]}, ""),
-        ({"services": ["urn:Belkin:device:controllee:1"]}, ""),  # a device type, no model
+        ({"services": ["urn:Belkin:device:controllee:1"]}, "WeMo Switch"),
+        ({"services": ["urn:Belkin:device:insight:1"]}, "WeMo Insight Switch"),
+        ({"services": ["urn:Acme:device:gadget:1"]}, ""),  # an unknown product line
+        ({"hostname": "DCH-S220"}, "DCH-S220"),  # D-Link siren (IoT Sentinel)
+        ({"hostname": "DSP-W215"}, "DSP-W215"),
+        ({"hostname": "Lightify-7B5F6B"}, "Lightify"),
+        ({"hostname": "ESP_07AEFB"}, ""),  # a Wi-Fi module's default name
+        ({"hostname": "LAPTOP-4411"}, ""),
+        ({"hostname": "DESKTOP-3JK2L9Q"}, ""),
         ({"extras": {"ssdp_server": "Linux,    UPnP/1.0 DCS-935L/1.0"}}, "DCS-935L"),
         ({"extras": {"ssdp_server": "Linux/3.14.0 UPnP/1.0 IpBridge/1.26.0"}}, ""),
         ({"hostname": "HS110(EU)"}, "HS110(EU)"),

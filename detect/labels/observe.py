@@ -140,8 +140,24 @@ _UPNP_GENERIC = frozenset(
     )
 )  # fmt: skip
 #: A model number: a short letter prefix, digits, an optional letter and region suffix
-#: ("DCS-935L", "HS110(EU)", "BSB002"). Hostnames like "android-1c13..." do not match.
-_MODEL = re.compile(r"^[A-Za-z]{1,6}-?\d{2,5}[A-Za-z]{0,2}(?:\([A-Z]{2}\))?$")
+#: ("DCS-935L", "HS110(EU)", "BSB002", "DCH-S220", "DSP-W215"). Hostnames like
+#: "android-1c13..." do not match.
+_MODEL = re.compile(r"^[A-Za-z]{1,6}-?[A-Za-z]{0,3}\d{2,5}[A-Za-z]{0,2}(?:\([A-Z]{2}\))?$")
+#: Model-shaped host names that name a kind of computer or a radio module, not a product.
+_NOT_MODELS = ("pc", "laptop", "desktop", "host", "user", "win", "note", "esp", "wiz")
+#: A product family followed by the serial or MAC tail that makes the name unique
+#: ("Lightify-7B5F6B"); the family is the hint.
+_FAMILY = re.compile(r"^([A-Za-z][A-Za-z]{3,19})[-_][0-9A-Fa-f]{6,12}$")
+#: Vendor UPnP device types that name a product line without a number (Belkin WeMo's
+#: device types, from their SSDP announcements).
+_UPNP_PRODUCTS = {
+    ("belkin", "controllee"): "WeMo Switch",
+    ("belkin", "insight"): "WeMo Insight Switch",
+    ("belkin", "bridge"): "WeMo Link",
+    ("belkin", "lightswitch"): "WeMo Light Switch",
+    ("belkin", "sensor"): "WeMo Motion",
+    ("belkin", "dimmer"): "WeMo Dimmer",
+}
 
 
 def model_hint(device: Device) -> str:
@@ -149,20 +165,31 @@ def model_hint(device: Device) -> str:
 
     In order: a vendor-specific UPnP device type (``urn:...:device:DCS-935L:1``), a
     product token of the SSDP SERVER header (``DCS-935L/1.0``), a hostname shaped like a
-    model number (``HS110(EU)``). Used for the label only; the inventory is unchanged.
+    model number (``HS110(EU)``, ``DCH-S220``), a vendor device type that names a product
+    line (``urn:Belkin:device:insight:1``: "WeMo Insight Switch"), the family of a
+    "family-serial" hostname (``Lightify-7B5F6B``: "Lightify"). Used for the label only;
+    the inventory is unchanged.
     """
+    product = ""
     for svc in device.services:
         parts = svc.split(":")
         if len(parts) >= 4 and parts[0] == "urn" and parts[2] == "device":
             name = parts[3]
             if name.lower() not in _UPNP_GENERIC and any(ch.isdigit() for ch in name):
                 return name
+            product = product or _UPNP_PRODUCTS.get((parts[1].lower(), name.lower()), "")
     for token in device.extras.get("ssdp_server", "").replace(",", " ").split():
         name = token.split("/", 1)[0]
         if "/" in token and _MODEL.match(name):
             return name
-    if _MODEL.match(device.hostname):
-        return device.hostname
+    host = device.hostname
+    if _MODEL.match(host) and not host.lower().startswith(_NOT_MODELS):
+        return host
+    if product:
+        return product
+    family = _FAMILY.match(host)
+    if family and not family.group(1).lower().startswith((*_NOT_MODELS, "android", "iphone")):
+        return family.group(1)
     return ""
 
 
