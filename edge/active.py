@@ -6,10 +6,14 @@ own LAN. Every probe passes :class:`ProbeGuard`, which refuses when the checks a
 when the target is not a unicast address inside the site's home networks (never the
 internet, never multicast/broadcast/network addresses, never the gateway itself), and
 which spends a token of a :class:`RateLimiter` per connection so a check never floods a
-fragile device. Only the open-port check is implemented; default-credential logins are
-not (they would need per-protocol login code and a credential list; see docs/labels.md).
+fragile device.
 
-Results become label evidence through ``Observer.active(mac, kind="open_port", ...)``.
+The checks themselves: :func:`open_ports` here; the per-device check (which service
+answers on each open port, its banner, and a few factory logins over Telnet, FTP and HTTP
+Basic) in :mod:`mimamori.edge.active_logins`; the background worker that runs it once per
+interval per device in :mod:`mimamori.edge.active_worker`. Results become label evidence
+through ``Observer.active(mac, kind="open_port" | "default_credential" |
+"default_rejected", ...)`` and, at the gateway, a ``DiscoveryEvent(source="active")``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ class ActiveConfig:
     """Active-check settings; off unless the tenant switches them on.
 
     ``rate_per_s`` connections per second at most, ``burst`` of them back to back;
-    ``timeout_s`` per connection attempt.
+    ``timeout_s`` per connection attempt (and per read). ``credentials`` switches on the
+    factory-login tries (their own switch: a login attempt is more than a connection);
+    ``max_tries`` logins at most per device and protocol, and each device is checked at
+    most once per ``interval_h`` hours, so that a device that locks out after a few bad
+    passwords is never locked out by us.
     """
 
     enabled: bool = False
@@ -46,6 +54,9 @@ class ActiveConfig:
     rate_per_s: float = 2.0
     burst: int = 4
     timeout_s: float = 1.0
+    credentials: bool = False
+    max_tries: int = 3
+    interval_h: float = 24.0
 
     def __post_init__(self) -> None:
         if not 0 < self.rate_per_s <= 50:
@@ -56,6 +67,10 @@ class ActiveConfig:
             raise ProbeRefused("active checks: timeout_s must be in (0, 10]")
         if any(not 0 < p < 65536 for p in self.ports):
             raise ProbeRefused("active checks: ports must be in 1..65535")
+        if not 1 <= self.max_tries <= 10:
+            raise ProbeRefused("active checks: max_tries must be in 1..10")
+        if not 0 < self.interval_h <= 24 * 30:
+            raise ProbeRefused("active checks: interval_h must be in (0, 720]")
 
 
 class RateLimiter:
@@ -113,12 +128,13 @@ class ProbeGuard:
 
     def check(self, ip: str) -> None:
         """Raise :class:`ProbeRefused` unless ``ip`` may be probed now."""
-        reason = self._reason(ip)
+        reason = self.reason(ip)
         if reason:
             self.refused += 1
             raise ProbeRefused(f"active check of {ip!r} refused: {reason}")
 
-    def _reason(self, ip: str) -> str:
+    def reason(self, ip: str) -> str:
+        """Why ``ip`` may not be probed ("" when it may); counts nothing."""
         if not self.config.enabled:
             return "active checks are switched off for this site"
         try:

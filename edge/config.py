@@ -3,7 +3,8 @@
 Sections: ``[gateway]`` (who we are), ``[capture]`` (what we meter), ``[mqtt]`` (where
 and how we deliver), ``[outbox]`` (where undelivered messages wait, and how much disk they
 may take), ``[heartbeat]``, ``[detect]`` (the tenant's detection thresholds) and
-``[sensors]`` (the relay from the site's sensor listener; off when absent).
+``[sensors]`` (the relay from the site's sensor listener; off when absent) and
+``[active]`` (the opt-in active checks of LAN devices; off unless switched on).
 ``edge/example.toml`` is the commented reference.
 
 Every error names the field, what was expected, what was found and how to fix it, e.g.
@@ -32,6 +33,7 @@ from typing import Annotated, Any
 import msgspec
 from mimamori.detect.config import DetectConfig, load_config
 from mimamori.detect.errors import ConfigError as DetectConfigError
+from mimamori.edge.active import DEFAULT_PORTS, ActiveConfig
 from mimamori.edge.errors import ConfigError
 from mimamori.protocol import topics
 from msgspec import Meta
@@ -101,6 +103,22 @@ class SensorsSection(_Section):
     ca_file: str = ""
 
 
+class ActiveSection(_Section):
+    # Opt-in active checks of LAN devices (edge/active.py); off unless switched on here
+    # or by the tenant's set_config command (when allow_remote).
+    enabled: bool = False
+    # The factory-login tries (Telnet, FTP, HTTP Basic) need their own switch.
+    credentials: bool = False
+    # Whether the tenant's set_config command may switch the checks on (off always works).
+    allow_remote: bool = True
+    ports: list[int] = msgspec.field(default_factory=lambda: list(DEFAULT_PORTS))
+    rate_per_s: Annotated[float, Meta(gt=0, le=50)] = 2.0
+    burst: Annotated[int, Meta(ge=1, le=50)] = 4
+    timeout_s: Annotated[float, Meta(gt=0, le=10)] = 1.0
+    max_tries: Annotated[int, Meta(ge=1, le=10)] = 3
+    interval_h: Annotated[float, Meta(gt=0, le=720)] = 24.0
+
+
 class Config(_Section):
     """The whole configuration file, after validation."""
 
@@ -111,6 +129,7 @@ class Config(_Section):
     heartbeat: HeartbeatSection = msgspec.field(default_factory=HeartbeatSection)
     detect: DetectSection = msgspec.field(default_factory=DetectSection)
     sensors: SensorsSection | None = None
+    active: ActiveSection = msgspec.field(default_factory=ActiveSection)
 
 
 @dataclass(frozen=True)
@@ -165,6 +184,36 @@ _HINTS: dict[str, tuple[str, str]] = {
         "a directory path",
         "Set sensors.credentials_dir to the directory holding relay.password.",
     ),
+    "active.enabled": ("true or false", "Set active.enabled = true to switch the checks on."),
+    "active.credentials": (
+        "true or false",
+        "Set active.credentials = true to let the checks try factory logins.",
+    ),
+    "active.allow_remote": (
+        "true or false",
+        "Set active.allow_remote = false to keep the tenant's command from switching them on.",
+    ),
+    "active.ports": (
+        "a list of TCP ports 1-65535",
+        "Set active.ports to the ports to check, e.g. [23, 2323, 21, 80, 8080].",
+    ),
+    "active.rate_per_s": (
+        "a number of connections per second, above 0 and at most 50",
+        "Set active.rate_per_s to about 2.",
+    ),
+    "active.burst": ("an integer 1-50", "Set active.burst to about 4."),
+    "active.timeout_s": (
+        "a number of seconds, above 0 and at most 10",
+        "Set active.timeout_s to about 1.",
+    ),
+    "active.max_tries": (
+        "an integer 1-10",
+        "Set active.max_tries to 3 or less: more tries risk locking a device's account.",
+    ),
+    "active.interval_h": (
+        "a number of hours, above 0 and at most 720",
+        "Set active.interval_h to about 24.",
+    ),
 }
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
@@ -195,10 +244,11 @@ def _translate(exc: msgspec.ValidationError, raw: dict[str, Any]) -> ConfigError
         return ConfigError(
             f"{name}: unknown setting. Check its spelling against edge/example.toml or remove it."
         )
+    key = re.sub(r"\[\d+\]", "", path)  # a list item: the list's hint, the whole list
+    if key in _HINTS:
+        expected, fix = _HINTS[key]
+        return ConfigError(f"{key}: expected {expected}, got {_lookup(raw, key)!r}. {fix}")
     value = _lookup(raw, path)
-    if path in _HINTS:
-        expected, fix = _HINTS[path]
-        return ConfigError(f"{path}: expected {expected}, got {value!r}. {fix}")
     return ConfigError(f"{path or 'config'}: {what[0].lower() + what[1:]}, got {value!r}.")
 
 
@@ -257,6 +307,28 @@ def _check(config: Config) -> None:
         )
     if not config.outbox.path:
         raise ConfigError("outbox.path: empty. Set outbox.path to a file on persistent storage.")
+    _check_active(config.active)
+
+
+def _check_active(a: ActiveSection) -> None:
+    bad = [p for p in a.ports if not 0 < p < 65536]
+    if bad or not a.ports:
+        raise ConfigError(
+            f"active.ports: expected a list of TCP ports 1-65535, got {a.ports!r}. "
+            "Set active.ports to the ports to check, e.g. [23, 2323, 21, 80, 8080]."
+        )
+    if len(set(a.ports)) != len(a.ports):
+        raise ConfigError(f"active.ports: {a.ports!r} lists a port twice. List each port once.")
+
+
+def active_config(config: Config) -> ActiveConfig:
+    """The ``[active]`` section as the guard's settings (the local switch only)."""
+    a = config.active
+    return ActiveConfig(
+        enabled=a.enabled, ports=tuple(a.ports), rate_per_s=a.rate_per_s, burst=a.burst,
+        timeout_s=a.timeout_s, credentials=a.credentials, max_tries=a.max_tries,
+        interval_h=a.interval_h,
+    )  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:
