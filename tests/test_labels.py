@@ -316,7 +316,32 @@ def test_vendor_update_contact_over_tls_supports_updates() -> None:
              ts=NOW, name="devs.tplinkcloud.com")  # fmt: skip
     label = assess(obs.devices["02:00:00:00:00:07"], catalogue=CAT, now=NOW).to_dict()
     assert _status(label, "S1.1-06")["status"] == "pass"
+    # The maker's cloud API says nothing about how updates travel.
+    assert _status(label, "S1.1-08")["status"] == "unknown"
+    obs.flow("02:00:00:00:00:07", role="client", peer="internet", app="TLS", port=443,
+             ts=NOW, name="download.tplinkcloud.com")  # fmt: skip
+    label = assess(obs.devices["02:00:00:00:00:07"], catalogue=CAT, now=NOW).to_dict()
     assert _status(label, "S1.1-08")["status"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("name", "update"),
+    [
+        ("fwupdate.dlink.com", True),
+        ("dcp.cpp.philips.com", True),  # Hue firmware
+        ("ota-eu.xbcs.net", True),
+        ("api.dch.dlink.com", False),  # D-Link sensors' cloud API (IoT Sentinel)
+        ("www.fitbit.com", False),  # Aria scale's uploads
+        ("scalews.withings.net", False),
+    ],
+)
+def test_only_update_hosts_over_http_refute_update_integrity(name: str, update: bool) -> None:
+    obs = Observer(catalogue=CAT)
+    obs.flow("02:00:00:00:00:0c", role="client", peer="internet", app="HTTP", port=80,
+             ts=NOW, name=name)  # fmt: skip
+    label = assess(obs.devices["02:00:00:00:00:0c"], catalogue=CAT, now=NOW).to_dict()
+    assert _status(label, "S1.1-08")["status"] == ("fail" if update else "unknown")
+    assert _status(label, "S1.1-12")["status"] == "fail"  # plain HTTP to the internet
 
 
 def test_collector_ignores_unanswered_inbound_and_counts_garbage() -> None:

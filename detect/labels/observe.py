@@ -193,6 +193,24 @@ def model_hint(device: Device) -> str:
     return ""
 
 
+#: Words in a host name that mark a maker's update or download service (``fwupdate.``,
+#: ``download.``, ``ota.``; Philips Hue fetches firmware from ``dcp.cpp.philips.com``).
+_UPDATE_WORDS = ("update", "upgrade", "firmware", "download", "ota")
+_UPDATE_LABELS = frozenset(("fw", "dl", "dcp", "swu", "fota"))
+
+
+def _update_host(name: str) -> bool:
+    """Does the host name look like an update or download service (not a cloud API)?
+
+    Only such names say something about how updates travel (S1.1-08); a plain-HTTP call to
+    the maker's API says that data is unprotected (S1.1-12), not how updates are checked.
+    """
+    labels = name.lower().replace("-", ".").split(".")
+    return any(w in label for label in labels for w in _UPDATE_WORDS) or any(
+        label in _UPDATE_LABELS for label in labels
+    )
+
+
 def _app_names(app: str) -> set[str]:
     """nDPI names as "Master.App" (e.g. "TLS.Google", "NetBIOS.SMBv1"): match each part."""
     low = app.lower()
@@ -312,6 +330,8 @@ class Observer:
         for vendor, suffixes in self.catalogue.update_domains.items():
             if any(name == s or name.endswith("." + s) for s in suffixes):
                 entry.add("vendor_contact", f"{vendor}: {name}", ts, conns)
+                if not _update_host(name):
+                    return  # the maker's cloud API: S1.1-12 judges how it is reached
                 if names & self.catalogue.encrypted_apps:
                     entry.add("update_tls", name, ts, conns)
                 elif "http" in names:
