@@ -8,6 +8,9 @@
                                            depth, size, oldest message, drop counters
     mimamori edge enroll --token T --url URL [--ca FILE] [--state-dir DIR] [--config-out FILE]
                                            trade a one-time token for the broker credential
+    mimamori edge factory-reset [--config FILE] [--state-dir DIR] [--yes]
+                                           erase the site's data and the gateway's credentials
+                                           (lists the files without --yes)
 
 Exit status: 0 success, 1 runtime failure (capture died, outbox unusable), 2 bad usage or
 an invalid configuration (the message names the field and the fix).
@@ -55,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="where credential, broker CA and config go (mode 0600)")  # fmt: skip
     enroll.add_argument("--config-out", type=Path, help="configuration file to write "
                         "(default: <state-dir>/edge.toml)")  # fmt: skip
+    reset = sub.add_parser("factory-reset", help="erase the site's data and the credentials")
+    reset.add_argument("--config", type=Path, help="the gateway's configuration file")
+    reset.add_argument("--state-dir", type=Path, default=Path("/var/lib/mimamori"),
+                       help="enrollment's state directory (default /var/lib/mimamori)")  # fmt: skip
+    reset.add_argument("--yes", action="store_true", help="really delete (default: list only)")
     return parser
 
 
@@ -68,6 +76,8 @@ def main(argv: list[str]) -> int:
             return _check(args.file)
         if args.command == "outbox-stats":
             return _stats(args.config, args.path, args.json)
+        if args.command == "factory-reset":
+            return _reset(args.config, args.state_dir, args.yes)
         return _enroll(args)
     except ConfigError as exc:
         print(f"mimamori edge: configuration error: {exc}", file=sys.stderr)
@@ -75,6 +85,32 @@ def main(argv: list[str]) -> int:
     except EdgeError as exc:
         print(f"mimamori edge: {exc}", file=sys.stderr)
         return 1
+
+
+def _reset(config_path: Path | None, state_dir: Path, yes: bool) -> int:
+    from mimamori.edge.reset import erase, plan
+
+    config = cfg.parse(_read(config_path), source=str(config_path)) if config_path else None
+    paths = plan(config, state_dir if state_dir.is_dir() else None)
+    if not paths:
+        print("初期化: 削除するファイルはありません\nfactory reset: nothing to remove")
+        return 0
+    if not yes:
+        print("初期化で削除されるファイル / files a factory reset removes:")
+        for path in paths:
+            print(f"  {path}")
+        print("停止してから --yes を付けて実行してください / stop the agent, then add --yes")
+        return 0
+    result = erase(paths)
+    for path in result.removed:
+        print(f"  removed {path}")
+    for path, why in result.failed:
+        print(f"  NOT removed {path}: {why}", file=sys.stderr)
+    print(result.summary())
+    gateway = f" {config.gateway.id}" if config else " <gateway>"
+    print(f"クラウド側の認証情報は SOC が失効させてください / ask the SOC to revoke the "
+          f"credential: mimamori cloud gateway revoke --gateway{gateway}")  # fmt: skip
+    return 1 if result.failed else 0
 
 
 def _enroll(args: argparse.Namespace) -> int:
