@@ -354,3 +354,17 @@ def test_collector_ignores_unanswered_inbound_and_counts_garbage() -> None:
     col.on_flow(FlowRecord(first_seen=NOW, last_seen=NOW, src_ip="bogus", src_port=1,
                            dst_ip="also-bogus", dst_port=2, proto=17))  # fmt: skip
     assert col.bad_records == 1
+
+
+def test_the_makers_cloud_names_the_kind_when_the_device_does_not() -> None:
+    """IoT Sentinel's Aria scale: a GainSpan Wi-Fi module's MAC and name, fitbit.com."""
+    obs = Observer(catalogue=CAT)
+    scale, pc = "02:00:00:00:00:0d", "02:00:00:00:00:0e"
+    obs.device(Device(mac=scale, first_seen=NOW, last_seen=NOW, vendor="Delta Electronics",
+                      hostname="GainSpanca9152"))  # fmt: skip
+    obs.device(Device(mac=pc, first_seen=NOW, last_seen=NOW, os_hint="Windows 10"))
+    for mac, name in ((scale, "www.fitbit.com"), (pc, "download.epson.net")):
+        obs.flow(mac, role="client", peer="internet", app="HTTP", port=80, ts=NOW, name=name)
+    labels = {m: assess(obs.devices[m], catalogue=CAT, now=NOW).to_dict() for m in (scale, pc)}
+    assert labels[scale]["kind"] == "health"
+    assert labels[pc]["kind"] == "pc"  # its own facts win over the printer maker it reached

@@ -109,13 +109,18 @@ class Label:
 
 
 def classify(ev: DeviceEvidence, catalogue: Catalogue) -> Kind:
-    """The device's kind: the first catalogue rule with a keyword in its facts."""
-    text = " ".join(
-        (ev.model, ev.hostname, ev.vendor, ev.os_hint, *ev.services, *ev.banners.values())
-    ).lower()
-    for kind in catalogue.kinds:
-        if any(word in text for word in kind.keywords):
-            return kind
+    """The device's kind: the first catalogue rule with a keyword in its facts.
+
+    When its own facts match no rule, the makers whose services the device reached are
+    tried: a scale built on a GainSpan Wi-Fi module that talks to fitbit.com is a Fitbit
+    (health) device. (Only then: a PC that fetches a printer driver is still a PC.)
+    """
+    own = (ev.model, ev.hostname, ev.vendor, ev.os_hint, *ev.services, *ev.banners.values())
+    for facts in (own, sorted(ev.makers)):
+        text = " ".join(facts).lower()
+        for kind in catalogue.kinds:
+            if any(word in text for word in kind.keywords):
+                return kind
     return catalogue.default_kind
 
 

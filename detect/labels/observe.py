@@ -61,6 +61,9 @@ class DeviceEvidence:
     os_hint: str = ""
     services: tuple[str, ...] = ()
     banners: dict[str, str] = field(default_factory=dict)
+    #: Makers whose cloud or update names the device reached (catalogue [update_domains]
+    #: keys): they name the product when the MAC prefix names only its Wi-Fi module.
+    makers: set[str] = field(default_factory=set)
     connections: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
@@ -330,6 +333,7 @@ class Observer:
         for vendor, suffixes in self.catalogue.update_domains.items():
             if any(name == s or name.endswith("." + s) for s in suffixes):
                 entry.add("vendor_contact", f"{vendor}: {name}", ts, conns)
+                entry.makers.add(vendor)
                 if not _update_host(name):
                     return  # the maker's cloud API: S1.1-12 judges how it is reached
                 if names & self.catalogue.encrypted_apps:
