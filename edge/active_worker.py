@@ -13,7 +13,11 @@ that locks an account after a few bad passwords must never be locked by us.
 
 The switch (:meth:`ActiveWorker.switch`) may be flipped at run time by the tenant's
 ``set_config`` command; it takes effect at the next connection (the guard reads it on
-every connection), and switching on wakes the worker at once.
+every connection), and switching on wakes the worker at once. The rule between the local
+file and the tenant (:func:`merge_switch`): with ``allow_remote`` (the default) the
+tenant's last word wins, both ways; without it the tenant can only switch off. The
+tenant's word is kept in ``active-switch.json`` beside the outbox (:class:`RemoteSwitch`)
+so that it survives a restart.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from mimamori.detect.labels.credentials import DefaultCredentials, load_credentials
@@ -37,6 +41,75 @@ log = logging.getLogger(__name__)
 
 #: Devices remembered in the state file at most (the inventory's own bound).
 MAX_REMEMBERED = 4096
+#: The switches the tenant's ``set_config`` command may set.
+SWITCHES = ("enabled", "credentials")
+
+
+def merge_switch(
+    local: ActiveConfig, remote: Mapping[str, bool], *, allow_remote: bool
+) -> ActiveConfig:
+    """The settings in force: ``local`` with the tenant's ``remote`` switches applied.
+
+    With ``allow_remote`` the tenant's switch wins both ways; without it the tenant can
+    switch off what the local file switched on, never the reverse (withdrawing consent
+    must always work; giving it needs the installer's permission).
+    """
+    changes = {}
+    for key in SWITCHES:
+        if key in remote:
+            value = bool(remote[key])
+            changes[key] = value if allow_remote else bool(getattr(local, key)) and value
+    return dataclasses.replace(local, **changes)
+
+
+def parse_switch(args: Mapping[str, object]) -> dict[str, bool]:
+    """The ``active`` part of a ``set_config`` command's args: ``{"enabled": bool,
+    "credentials": bool}`` (either may be left out). ``ValueError`` names what is wrong."""
+    part = args.get("active")
+    if not isinstance(part, Mapping):
+        raise ValueError("args.active: expected an object such as {'enabled': true}")
+    unknown = sorted(set(part) - set(SWITCHES))
+    if unknown:
+        raise ValueError(
+            f"args.active: unknown switch {unknown[0]!r} (known: enabled, credentials)"
+        )
+    out: dict[str, bool] = {}
+    for key, value in part.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"args.active.{key}: expected true or false, got {value!r}")
+        out[str(key)] = value
+    return out
+
+
+class RemoteSwitch:
+    """The tenant's last ``set_config`` switches, kept in a JSON file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.values: dict[str, bool] = self._load()
+
+    def _load(self) -> dict[str, bool]:
+        if self.path is None:
+            return {}
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            return {k: v for k, v in dict(doc).items() if k in SWITCHES and isinstance(v, bool)}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("active checks: ignoring %s (%s)", self.path, exc)
+            return {}
+
+    def update(self, values: Mapping[str, bool]) -> None:
+        self.values.update(values)
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.values), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("active checks: cannot save %s (%s)", self.path, exc)
 
 
 class ActiveWorker:
@@ -106,8 +179,10 @@ class ActiveWorker:
             if stop.is_set():
                 return
 
-    def wake(self) -> None:
-        """End the current wait (the agent calls it at shutdown after setting ``stop``)."""
+    def halt(self) -> None:
+        """For shutdown: refuse every further connection and end the current wait."""
+        with self._lock:
+            self.guard.config = dataclasses.replace(self.guard.config, enabled=False)
         self._wake.set()
 
     def run_once(self, stop: threading.Event | None = None) -> int:

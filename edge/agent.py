@@ -16,6 +16,14 @@ publisher hands it to :meth:`Agent._on_intel`, which swaps it into the engine an
 copy next to the outbox (``intel-bundle.bin``), so that after a restart detection has
 indicators before the broker answers. Heartbeats report the bundle's age.
 
+Active checks (``[active]``, docs/labels.md): with capture on, an ``active`` thread
+(:class:`mimamori.edge.active_worker.ActiveWorker`) checks each known LAN device at most
+once per interval when the checks are switched on. It reads the inventory and hands its
+results (``DiscoveryEvent(source="active")``) to the pipeline through the door, so capture
+never waits for a device. The tenant's ``set_config`` command
+(``{"active": {"enabled": bool, "credentials": bool}}``) switches them at run time, within
+the local ``allow_remote`` rule; its last word is kept beside the outbox.
+
 Sensors: with a ``[sensors]`` section the agent also runs the sensor relay
 (:class:`mimamori.edge.sensors.Relay`), which appends what the site's sensors send to the
 outbox; the enrolled sensors are re-read from the credentials directory every heartbeat.
@@ -32,6 +40,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -63,6 +72,11 @@ Item = FlowRecord | ArpEvent | DiscoveryEvent
 
 #: The last intel bundle, kept beside the outbox (same persistent storage).
 INTEL_FILE = "intel-bundle.bin"
+#: Active checks: when each device was last checked, and the tenant's last switch.
+ACTIVE_STATE_FILE = "active-state.json"
+ACTIVE_SWITCH_FILE = "active-switch.json"
+#: Seconds the active worker waits for the capture thread to hand it the inventory.
+ACTIVE_SNAPSHOT_S = 10.0
 
 
 class _PipelineDoor:
@@ -198,6 +212,18 @@ def build_relay(config: cfg.Config, outbox: Outbox) -> Any:
     )
 
 
+def _own_ips() -> set[str]:
+    """Every address of this box (the active checks never probe the gateway itself)."""
+    import psutil
+
+    ips = set()
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family in (socket.AF_INET, socket.AF_INET6):
+                ips.add(addr.address.split("%", 1)[0])
+    return ips
+
+
 def _end_meter_processes() -> None:
     """Terminate nfstream's meter processes (our children) so the interpreter can exit.
 
@@ -224,6 +250,9 @@ class Agent:
         self._intel_generated_at = self.intel.generated_at if self.intel else None
         self.relay = build_relay(config, self.outbox)
         self.capture = self._build_capture() if config.capture.interface else None
+        self.active = self._build_active() if self.capture is not None else None
+        self._active_stop = threading.Event()
+        self._active_thread: threading.Thread | None = None
         creds = cfg.credentials(config)
         m = config.mqtt
         self.publisher = Publisher(
@@ -246,6 +275,7 @@ class Agent:
             commands={
                 "resend_inventory": self._resend_inventory,
                 "refresh_intel": self._refresh_intel,
+                "set_config": self._set_config,
             },
             on_intel=self._on_intel if self.capture else None,
         )
@@ -308,6 +338,56 @@ class Agent:
         live = LiveCapture(meter=meter, listener=listener)
         return _Capture(live=live, pipeline=pipeline, door=_PipelineDoor(pipeline), engine=engine)
 
+    # --- active checks -------------------------------------------------------------------
+
+    def _build_active(self) -> Any:
+        from mimamori.edge.active_worker import ActiveWorker, RemoteSwitch, merge_switch
+
+        assert self.capture is not None
+        state = Path(self.config.outbox.path).parent
+        self._active_remote = RemoteSwitch(state / ACTIVE_SWITCH_FILE)
+        settings = merge_switch(
+            cfg.active_config(self.config), self._active_remote.values,
+            allow_remote=self.config.active.allow_remote,
+        )  # fmt: skip
+        return ActiveWorker(
+            config=settings, home_net=self.capture.pipeline.inventory.home_net,
+            own_ips=_own_ips(), devices=self._active_devices, deliver=self._active_deliver,
+            state_path=state / ACTIVE_STATE_FILE,
+        )  # fmt: skip
+
+    def _active_devices(self) -> list[Any]:
+        """The inventory's devices, read in the capture thread ([] if it does not answer)."""
+        capture = self.capture
+        assert capture is not None
+        box: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+        capture.door.submit(lambda: box.put(capture.pipeline.inventory.snapshot()))
+        try:
+            return box.get(timeout=ACTIVE_SNAPSHOT_S)
+        except queue.Empty:
+            log.warning("agent: active checks skipped a round: capture did not answer")
+            return []
+
+    def _active_deliver(self, event: DiscoveryEvent) -> None:
+        capture = self.capture
+        assert capture is not None
+        capture.door.submit(lambda: capture.pipeline.on_discovery(event, time.time()))
+
+    def _start_active(self) -> None:
+        if self.active is None:
+            return
+        self._active_thread = threading.Thread(
+            target=self.active.run, args=(self._active_stop,), name="active", daemon=True
+        )
+        self._active_thread.start()
+
+    def _stop_active(self) -> None:
+        if self.active is None or self._active_thread is None:
+            return
+        self._active_stop.set()
+        self.active.halt()
+        self._active_thread.join(timeout=10)
+
     def _packets(self) -> tuple[int, int]:
         assert self.capture is not None
         return self.capture.pipeline.stats.packets, self.capture.live.dropped
@@ -323,6 +403,30 @@ class Agent:
             log.info("agent: resend_inventory ignored: capture is off")
             return
         self.capture.door.submit(self.capture.pipeline.resend_inventory)
+
+    def _set_config(self, command: Command) -> None:
+        """The tenant's switch: ``{"active": {"enabled": bool, "credentials": bool}}``."""
+        from mimamori.edge.active_worker import merge_switch, parse_switch
+
+        if self.active is None:
+            log.info("agent: set_config %s ignored: capture is off", command.id)
+            return
+        try:
+            switch = parse_switch(command.args)
+        except ValueError as exc:
+            log.warning("agent: set_config %s ignored: %s", command.id, exc)
+            return
+        if not self.config.active.allow_remote and any(switch.values()):
+            log.warning(
+                "agent: set_config %s: active checks may not be switched on remotely here "
+                "(active.allow_remote = false); switching off is honoured", command.id,
+            )  # fmt: skip
+        self._active_remote.update(switch)
+        settings = merge_switch(
+            cfg.active_config(self.config), self._active_remote.values,
+            allow_remote=self.config.active.allow_remote,
+        )  # fmt: skip
+        self.active.switch(enabled=settings.enabled, credentials=settings.credentials)
 
     def _refresh_intel(self, command: Command) -> None:
         self.publisher.request_intel()
@@ -366,6 +470,7 @@ class Agent:
                     kwargs={"stop": cap_stop}, name="capture", daemon=True,
                 )  # fmt: skip
                 capture_thread.start()
+                self._start_active()
             log.info(
                 "agent: gateway %s (tenant %s) running; config %s",
                 self.config.gateway.id, self.config.gateway.tenant, self.config_hash[:12],
@@ -396,6 +501,7 @@ class Agent:
         publisher: threading.Thread,
     ) -> None:
         log.info("agent: shutting down")
+        self._stop_active()
         if self.capture is not None:
             cap_stop.set()
             if capture_thread is not None:
