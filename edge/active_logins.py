@@ -110,9 +110,11 @@ class LoginResult:
         if self.accepted:
             return (
                 f"{self.protocol} port {self.port}: login as {self.user!r} accepted with a "
-                f"factory password ({self.seen_on}; active check)"
+                f"factory password ({self.seen_on}), active check"
             )
-        return f"{self.protocol} port {self.port}: {self.refused} factory logins refused (active check)"
+        return (
+            f"{self.protocol} port {self.port}: {self.refused} factory logins refused, active check"
+        )
 
 
 @dataclass
@@ -151,17 +153,17 @@ class DeviceReport:
             observer.banner(self.mac, source=source, text=text, ts=ts)
 
     def facts(self) -> dict[str, str]:
-        """Device facts for the inventory (``active_<fact>`` extras): ``default_login``,
-        ``default_rejected``, ``open_ports`` (comma-separated ``port/tcp protocol``) and
-        ``server`` (the banners)."""
+        """Device facts for the inventory (extras ``active_<fact>``): ``default_login`` and
+        ``default_rejected`` (one finding per line), ``open_ports`` (comma-separated
+        ``port/tcp protocol``) and ``server`` (the banners, ``protocol: text; ...``)."""
         found = self.findings()
         facts = {
-            "default_login": "; ".join(d for k, d in found if k == "default_credential"),
-            "default_rejected": "; ".join(d for k, d in found if k == "default_rejected"),
-            "open_ports": ",".join(d for k, d in found if k == "open_port"),
-            "server": "; ".join(f"{s.protocol}: {s.banner}" for s in self.services if s.banner),
+            "default_login": _join((d for k, d in found if k == "default_credential"), "\n"),
+            "default_rejected": _join((d for k, d in found if k == "default_rejected"), "\n"),
+            "open_ports": _join((d for k, d in found if k == "open_port"), ","),
+            "server": _join((f"{s.protocol}: {s.banner}" for s in self.services if s.banner), "; "),
         }
-        return {k: v[:MAX_FACT] for k, v in facts.items() if v}
+        return {k: v for k, v in facts.items() if v}
 
     def event(self, ts: float) -> DiscoveryEvent | None:
         """The report as a discovery event for the pipeline (None when nothing was found)."""
@@ -169,6 +171,18 @@ class DeviceReport:
         if not facts:
             return None
         return DiscoveryEvent(ts=ts, source="active", mac=self.mac, ip=self.ip, facts=facts)
+
+
+def _join(items: Iterable[str], sep: str) -> str:
+    """Whole items joined by ``sep`` up to :data:`MAX_FACT` characters (none cut)."""
+    out = ""
+    for item in items:
+        item = item[:MAX_FACT]
+        joined = f"{out}{sep}{item}" if out else item
+        if len(joined) > MAX_FACT:
+            break
+        out = joined
+    return out
 
 
 # --- reading from a service ------------------------------------------------------------

@@ -54,12 +54,17 @@ def merge_switch(
     switch off what the local file switched on, never the reverse (withdrawing consent
     must always work; giving it needs the installer's permission).
     """
-    changes = {}
-    for key in SWITCHES:
-        if key in remote:
-            value = bool(remote[key])
-            changes[key] = value if allow_remote else bool(getattr(local, key)) and value
-    return dataclasses.replace(local, **changes)
+
+    def pick(key: str, local_value: bool) -> bool:
+        if key not in remote:
+            return local_value
+        return bool(remote[key]) if allow_remote else local_value and bool(remote[key])
+
+    return dataclasses.replace(
+        local,
+        enabled=pick("enabled", local.enabled),
+        credentials=pick("credentials", local.credentials),
+    )
 
 
 def parse_switch(args: Mapping[str, object]) -> dict[str, bool]:
@@ -151,11 +156,12 @@ class ActiveWorker:
     def switch(self, *, enabled: bool | None = None, credentials: bool | None = None) -> None:
         """Switch the checks (and the login tries) on or off, from any thread."""
         with self._lock:
-            changes = {
-                k: v for k, v in (("enabled", enabled), ("credentials", credentials))
-                if v is not None
-            }  # fmt: skip
-            self.guard.config = dataclasses.replace(self.guard.config, **changes)
+            now = self.guard.config
+            self.guard.config = dataclasses.replace(
+                now,
+                enabled=now.enabled if enabled is None else enabled,
+                credentials=now.credentials if credentials is None else credentials,
+            )
         log.info(
             "active checks: %s, credential tries: %s",
             "on" if self.config.enabled else "off", "on" if self.config.credentials else "off",
