@@ -54,6 +54,7 @@ class ScanConfig(_Section):
     severity_outbound: Severity
     severity_inbound: Severity
     severity_inbound_answered: Severity
+    severity_outbound_silent: Severity
     ignore_sources: list[str]
 
 

@@ -37,6 +37,7 @@ class _Host:
     vsum: int = 0  # sum of its ports' weights (vertical)
     vfailed: int = 0
     answered: bool = False
+    replied: bool = False  # sent anything back (a refusal counts)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class _Source:
     side_sum: Counter[str] = field(default_factory=Counter)
     side_failed: Counter[str] = field(default_factory=Counter)
     side_answered: Counter[str] = field(default_factory=Counter)
+    side_replied: Counter[str] = field(default_factory=Counter)
     pings: dict[str, float] = field(default_factory=dict)
     ping_order: deque[tuple[float, str]] = field(default_factory=deque)
     alerted: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -76,7 +78,9 @@ class ScanRule(Rule):
 
     # --- bookkeeping ------------------------------------------------------------------
 
-    def _add(self, src: _Source, rec: FlowRecord, weight: int, answered: bool) -> None:
+    def _add(
+        self, src: _Source, rec: FlowRecord, weight: int, answered: bool, replied: bool
+    ) -> None:
         host = src.hosts.get(rec.dst_ip)
         if host is None:
             if src.pairs >= _PER_SOURCE_LIMIT:
@@ -100,6 +104,9 @@ class ScanRule(Rule):
         if answered and not host.answered:
             host.answered = True
             src.side_answered[host.side] += 1
+        if replied and not host.replied:
+            host.replied = True
+            src.side_replied[host.side] += 1
         src.order.append((entry[0], rec.dst_ip, rec.dst_port))
 
     def _expire(self, src: _Source, horizon: float) -> None:
@@ -122,6 +129,8 @@ class ScanRule(Rule):
             if not host.ports:
                 if host.answered:
                     src.side_answered[host.side] -= 1
+                if host.replied:
+                    src.side_replied[host.side] -= 1
                 del src.hosts[dst]
         while src.ping_order and src.ping_order[0][0] < horizon:
             t, dst = src.ping_order.popleft()
@@ -182,7 +191,8 @@ class ScanRule(Rule):
             # reply. Probes come from ephemeral ports.
             return []
         failed = ff.failed(rec)
-        self._add(src, rec, _FAILED if failed else self._completed, not failed)
+        weight = _FAILED if failed else self._completed
+        self._add(src, rec, weight, not failed, rec.pkts_dst2src > 0)
         out: list[Alert] = []
         host = src.hosts.get(rec.dst_ip)
         if host and self._enough(host.vsum, host.vfailed, self.cfg.vertical_ports):
@@ -241,6 +251,9 @@ class ScanRule(Rule):
     ) -> list[Alert]:
         answered = src.side_answered[side] > 0
         severity = self._severity(direction, answered)
+        silent = direction == "outbound" and src.side_replied[side] == 0
+        if silent:
+            severity = self.cfg.severity_outbound_silent
         if not self._due(src, f"h:{side}", severity, now):
             return []
         hosts = sorted(d for d, h in src.hosts.items() if h.side == side)
@@ -264,17 +277,24 @@ class ScanRule(Rule):
                     f"{rec.src_ip} probed {len(hosts)} hosts on {where} "
                     f"({failed} unanswered or refused), mostly on ports {port_list}, "
                     f"within {self.cfg.window_s:.0f} s"
+                    + ("; none answered at all: the internet link may be down" if silent else "")
                 ),
                 summary_ja=(
                     f"{rec.src_ip} が{where_ja}上の {len(hosts)} 台のホストを"
                     f"{self.cfg.window_s:.0f} 秒以内に調べました"
                     f"(主なポート {port_list}、応答なし・拒否 {failed} 件)"
+                    + (
+                        "。どこからも応答がなく、インターネット回線の不通も考えられます"
+                        if silent
+                        else ""
+                    )
                 ),
                 evidence={
                     "direction": direction,
                     "hosts": len(hosts),
                     "failed": failed,
                     "weighted": src.side_sum[side] / _UNIT,
+                    "replied": src.side_replied[side],
                     "sample_hosts": hosts[:_SAMPLE],
                     "top_ports": ports,
                     "first_seen": src.first,

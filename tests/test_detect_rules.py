@@ -87,7 +87,9 @@ def test_vertical_scan_threshold(ports: int, completed: int, expected: bool) -> 
 @pytest.mark.parametrize(
     ("src", "dst_base", "hosts", "severity"),
     [
-        ("192.168.1.10", "198.51.100.", 16, "high"),  # LAN host sweeping the internet
+        # A LAN host sweeping the internet that no host has answered yet (not even with a
+        # refusal): a worm's first seconds, or a client behind a dead uplink.
+        ("192.168.1.10", "198.51.100.", 16, "low"),
         ("192.168.1.10", "198.51.100.", 15, None),
         ("203.0.113.9", "192.168.1.", 5, "low"),  # internet background scan, unanswered
         ("203.0.113.9", "192.168.1.", 4, None),
@@ -100,6 +102,19 @@ def test_horizontal_scan(src: str, dst_base: str, hosts: int, severity: str | No
     ]
     alerts = [a for a in run(recs) if a.rule == "scan.horizontal"]
     assert [a.severity for a in alerts][:1] == ([severity] if severity else [])
+
+
+def test_an_outbound_sweep_is_paged_once_the_internet_answers() -> None:
+    """The first refusal shows the link is up: the sweep is an infected device's."""
+    recs = [probe(dst_ip=f"198.51.100.{i + 20}", dst_port=23, first_seen=T0 + i) for i in range(16)]
+    silent = [a for a in run(recs) if a.rule == "scan.horizontal"]
+    assert [a.severity for a in silent] == ["low"]
+    assert "link may be down" in silent[0].summary_en and silent[0].evidence["replied"] == 0
+    refused = probe(dst_ip="198.51.100.99", dst_port=23, first_seen=T0 + 20, pkts_dst2src=1,
+                    bytes_dst2src=54, rst=1)  # fmt: skip
+    alerts = [a for a in run([*recs, refused]) if a.rule == "scan.horizontal"]
+    assert [a.severity for a in alerts] == ["low", "high"]
+    assert alerts[1].evidence["replied"] == 1 and "link" not in alerts[1].summary_en
 
 
 def test_busy_client_is_not_a_scanner() -> None:
