@@ -9,6 +9,7 @@
     mimamori cloud ingest [--dsn DSN] [--mqtt-host H] [--mqtt-port P] [--metrics-port P]
     mimamori cloud jobs run-once|loop [--dsn DSN] [--interval S]
     mimamori cloud broker|token|user|api ...   (security: see mimamori.cloud.api.cli)
+    mimamori cloud active --tenant T --gateway G --on|--off [--credentials]
 
 Settings come from the environment (see :mod:`mimamori.cloud.settings`); options override.
 """
@@ -129,6 +130,10 @@ def main(argv: list[str]) -> int:
         from mimamori.cloud.api import cli as security_cli
 
         return security_cli.main(argv)
+    if argv and argv[0] == "active":
+        from mimamori.cloud import active_cli
+
+        return active_cli.main(argv[1:])
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {"dsn": args.dsn}
     try:

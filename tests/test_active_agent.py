@@ -1,6 +1,7 @@
 """The agent's active checks: switched on in the config, the worker finds the factory
 login of a fake device on loopback and the published inventory carries it to the cloud;
-the tenant's set_config command switches the checks within the local allow_remote rule."""
+the tenant's set_config command switches the checks within the local allow_remote rule,
+and ``mimamori cloud active`` sends it (and audits it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
+from conftest import Database
+from mimamori.cloud import cli as cloud_cli
+from mimamori.cloud.migrate import migrate
 from mimamori.edge import agent as agent_mod
 from mimamori.edge import config as cfg
 from mimamori.protocol import ArpEvent, Command, DeviceBatch, codec, topics
@@ -196,3 +201,37 @@ def test_switching_off_remotely_is_always_honoured(
     again = agent_mod.Agent(config=config)
     assert again.active is not None and again.active.config.enabled is False
     again.outbox.close()
+
+
+def test_cloud_cli_switches_a_running_gateway_and_audits_it(
+    tmp_path: Path, broker: Mosquitto, topic_prefix: str, plain_db: Database,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    migrate(plain_db.dsn)
+    monkeypatch.setenv("MIMAMORI_MQTT_HOST", broker.host)
+    monkeypatch.setenv("MIMAMORI_MQTT_PORT", str(broker.port))
+    monkeypatch.setenv("MIMAMORI_DSN", plain_db.dsn)
+    agent = agent_mod.Agent(config=_config(tmp_path, broker, topic_prefix, "enabled = false\n"))
+    assert agent.active is not None
+    common = ["active", "--tenant", topic_prefix, "--gateway", "gw1", "--by", "soc-ana"]
+    with _running(agent):
+        _wait(lambda: agent.publisher.connected)
+        assert cloud_cli.main([*common, "--on", "--credentials"]) == 0
+        _wait(lambda: agent.active is not None and agent.active.config.credentials)
+        assert agent.active.config.enabled
+        out = capsys.readouterr().out
+        assert "active checks on with factory-login tries" in out and "オン" in out
+        assert cloud_cli.main([*common, "--off"]) == 0
+        _wait(lambda: agent.active is not None and not agent.active.config.enabled)
+        assert agent.active.config.credentials is False
+    # --credentials only goes with --on; a bad id is refused before anything is sent.
+    assert cloud_cli.main([*common, "--off", "--credentials"]) == 2
+    assert cloud_cli.main(["active", "--tenant", "Bad Id", "--gateway", "gw1", "--on"]) == 2
+    with psycopg.connect(plain_db.dsn) as conn:
+        rows = conn.execute(
+            "SELECT actor, action, target, tenant, result, detail FROM audit_log ORDER BY id"
+        ).fetchall()
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("soc-ana", "gateway.active_checks", "gw1", topic_prefix, "ok"),
+    ] * 2
+    assert [(r[5]["enabled"], r[5]["credentials"]) for r in rows] == [(True, True), (False, False)]
