@@ -315,7 +315,11 @@ def _http_head(text: str) -> tuple[int, dict[str, str]]:
 
 def _greeted(text: str) -> bool:
     """A greeting that names the service: FTP's or SSH's first line, a login prompt."""
-    return _user_prompt(text) or (text.startswith(("220", "ssh-")) and "\n" in text)
+    return _prompt(text) or (text.startswith(("220", "ssh-")) and "\n" in text)
+
+
+def _prompt(text: str) -> bool:
+    return _user_prompt(text) or _password_prompt(text)
 
 
 def _ftp_code(text: str) -> int:
@@ -344,6 +348,7 @@ class _Checker:
         self.dial = dial
         self.report = report
         self.timeout = guard.config.timeout_s
+        self.user_sent = True  # False after a Telnet login that asked only for a password
 
     def connect(self, port: int) -> socket.socket | None:
         self.guard.admit(self.ip)  # raises ProbeRefused: nothing is sent
@@ -366,8 +371,8 @@ class _Checker:
                         return Service(port, "ftp", _printable(text.split("\n")[0][4:]))
                     if conn.raw.startswith(b"SSH-"):
                         return Service(port, "ssh", _printable(text.split("\n")[0]))
-                    if conn.raw.startswith(bytes((_IAC,))) or _user_prompt(text.lower()):
-                        conn.read(_user_prompt)
+                    if conn.raw.startswith(bytes((_IAC,))) or _prompt(text.lower()):
+                        conn.read(_prompt)
                         return Service(port, "telnet", _telnet_banner(conn.text))
                     if conn.raw:
                         return Service(port, "unknown", _printable(text.split("\n")[0]))
@@ -402,7 +407,7 @@ class _Checker:
 
     def _telnet(self, sock: socket.socket, user: str, password: str) -> Verdict:
         conn = _Line(sock, timeout=self.timeout, telnet=True)
-        text = conn.read(lambda t: _user_prompt(t) or _password_prompt(t))
+        text = conn.read(_prompt)
         if _user_prompt(text.lower()):
             conn.reset()
             conn.send(user.encode("latin-1") + b"\r\n")
@@ -410,7 +415,9 @@ class _Checker:
             if not _password_prompt(text.lower()):
                 verdict = _telnet_verdict(text.lower())
                 return verdict or "unknown"
-        elif not _password_prompt(text.lower()):
+        elif _password_prompt(text.lower()):
+            self.user_sent = False
+        else:
             return "unknown"
         conn.reset()
         conn.send(password.encode("latin-1") + b"\r\n")
@@ -451,7 +458,7 @@ class _Checker:
 def _telnet_banner(text: str) -> str:
     """The text a Telnet server shows before its login prompt (its name, often)."""
     lines = [ln for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
-    if lines and _user_prompt(lines[-1].lower()):
+    if lines and _prompt(lines[-1].lower()):
         lines = lines[:-1]
     return _printable(" ".join(lines))
 
@@ -502,12 +509,19 @@ def check_device(
         if not config.credentials:
             return report
         creds = credentials or load_credentials()
+        # The cap is per device and protocol, not per port: Telnet on 23 and 2323 (or a
+        # web page on 80 and 8080) usually checks the same accounts, which may lock.
+        budget = dict.fromkeys(LOGIN_PROTOCOLS, config.max_tries)
         for svc in report.services:
             if svc.protocol not in LOGIN_PROTOCOLS or (
                 svc.protocol == "http" and not svc.basic_auth
             ):
                 continue
-            report.logins.append(_try_logins(checker, svc, creds, vendor))
+            if budget[svc.protocol] <= 0:
+                continue
+            result = _try_logins(checker, svc, creds, vendor, budget[svc.protocol])
+            budget[svc.protocol] = 0 if result.accepted else budget[svc.protocol] - result.tries
+            report.logins.append(result)
     except ProbeRefused as exc:
         log.info("active check of %s stopped: %s", ip, exc)
         report.errors += 1
@@ -515,19 +529,19 @@ def check_device(
 
 
 def _try_logins(
-    checker: _Checker, svc: Service, creds: DefaultCredentials, vendor: str
+    checker: _Checker, svc: Service, creds: DefaultCredentials, vendor: str, limit: int
 ) -> LoginResult:
     tries = refused = 0
-    config = checker.guard.config
-    for cred in ordered_credentials(creds, vendor=vendor, protocol=svc.protocol)[
-        : config.max_tries
-    ]:
+    for cred in ordered_credentials(creds, vendor=vendor, protocol=svc.protocol)[:limit]:
         if not checker.guard.config.credentials:
             break  # switched off meanwhile
         tries += 1
+        checker.user_sent = True
         verdict = checker.login(svc.protocol, svc.port, cred.user, cred.password)
         if verdict == "accepted":
-            return LoginResult(svc.protocol, svc.port, tries, refused, cred.user, cred.seen_on)
+            # A Telnet that asks only for a password has no user to report.
+            user = cred.user if checker.user_sent else "(password only)"
+            return LoginResult(svc.protocol, svc.port, tries, refused, user, cred.seen_on)
         if verdict == "rejected":
             refused += 1
     return LoginResult(svc.protocol, svc.port, tries, refused)

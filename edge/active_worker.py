@@ -217,6 +217,7 @@ class ActiveWorker:
 
     def _check(self, device: Device, ip: str) -> None:
         now = self._clock()
+        before = self.checked_at.get(device.mac)
         # Marked before the check: a crash in the middle must not make us try again soon.
         self.checked_at[device.mac] = now
         self._save_state()
@@ -225,8 +226,13 @@ class ActiveWorker:
                 mac=device.mac, ip=ip, guard=self.guard, vendor=device.vendor,
                 credentials=self.credentials, dial=self._dial,
             )  # fmt: skip
-        except ProbeRefused as exc:
+        except ProbeRefused as exc:  # before any connection (switched off meanwhile)
             log.info("active checks: %s", exc)
+            if before is None:
+                del self.checked_at[device.mac]
+            else:
+                self.checked_at[device.mac] = before
+            self._save_state()
             return
         except Exception:
             self.stats["errors"] += 1

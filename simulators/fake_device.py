@@ -83,9 +83,14 @@ def _read_line(rfile: Any, limit: int = 256) -> str | None:
 
 
 class TelnetServer(_Base):
-    """BusyBox-style ``telnetd``: one login per connection."""
+    """BusyBox-style ``telnetd``: one login per connection (``ask_user=False``: a
+    password prompt only, recorded with user "")."""
 
     banner = "IPCAM-XM530 (BusyBox telnetd)"
+
+    def __init__(self, *, ask_user: bool = True, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.ask_user = ask_user
 
     def _handler(self) -> type[socketserver.BaseRequestHandler]:
         outer = self
@@ -96,10 +101,13 @@ class TelnetServer(_Base):
                     outer.connections += 1
                 w = self.wfile
                 w.write(bytes((IAC, DO, ECHO, IAC, WILL, ECHO, IAC, WILL, SGA)))
-                w.write(f"\r\n{outer.banner}\r\n(none) login: ".encode())
-                user = _read_line(self.rfile)
-                if user is None:
-                    return
+                w.write(f"\r\n{outer.banner}\r\n".encode())
+                user: str | None = ""
+                if outer.ask_user:
+                    w.write(b"(none) login: ")
+                    user = _read_line(self.rfile)
+                    if user is None:
+                        return
                 w.write(b"Password: ")
                 password = _read_line(self.rfile)
                 if password is None:

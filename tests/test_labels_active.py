@@ -396,3 +396,37 @@ def test_worker_checks_each_device_once_per_interval(tmp_path: Path) -> None:
         again.switch(enabled=False)
         now[0] += 24 * 3600
         assert again.run_once() == 0 and ftp.connections == 4
+
+
+def test_the_cap_is_per_device_and_protocol_not_per_port() -> None:
+    # Telnet on two ports (23 and 2323, say) usually checks the same accounts.
+    with TelnetServer() as first, TelnetServer() as second:
+        report = check_device(mac=MAC, ip="127.0.0.1", guard=_check_guard(max_tries=3),
+                              ports=[first.port, second.port])  # fmt: skip
+    assert len(first.attempts) + len(second.attempts) == 3
+    assert len(first.attempts) == 3 and second.attempts == []
+    assert [(x.port, x.tries) for x in report.logins] == [(first.port, 3)]
+
+
+def test_telnet_that_asks_only_for_a_password() -> None:
+    with TelnetServer(ask_user=False, accept=[("", "xc3511")]) as telnet:
+        report = check_device(mac=MAC, ip="127.0.0.1", guard=_check_guard(), vendor=XIONGMAI,
+                              ports=[telnet.port])  # fmt: skip
+    assert telnet.attempts == [("", "xc3511")]
+    [svc] = report.services
+    assert (svc.protocol, svc.banner) == ("telnet", "IPCAM-XM530 (BusyBox telnetd)")
+    [login] = report.logins
+    assert login.user == "(password only)"
+    assert "xc3511" not in report.facts()["default_login"]
+
+
+def test_a_check_refused_before_any_connection_does_not_use_up_the_interval(
+    tmp_path: Path,
+) -> None:
+    device = Device(mac=MAC, ips=["127.0.0.2"], first_seen=0, last_seen=0)
+    out: list[DiscoveryEvent] = []
+    worker = _worker(tmp_path, [device], out, [1000.0])
+    worker.switch(enabled=False)  # as if the tenant switched off between list and check
+    worker._check(device, "127.0.0.2")
+    assert worker.checked_at == {} and out == []
+    assert json.loads((tmp_path / "active-state.json").read_text()) == {"checked_at": {}}
