@@ -10,34 +10,47 @@ flows, so a small listener reads them separately:
   each frame reject everything else before any parsing (the whole-file pass must stay
   cheap next to nfstream's own).
 
+The same filters pass three kinds of TCP segment to readers of their own: FTP and Telnet
+(edge/logins.py); HTTP to a web admin port of a server in private address space, requests
+with a payload and responses starting ``HTTP`` (edge/http_logins.py: internet browsing
+never reaches Python); and TLS ServerHellos on any port (edge/tls_hello.py).
+
 :class:`Decoder` turns one Ethernet frame into events; it never raises on bad input
 (malformed frames are counted in ``Decoder.malformed``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from ipaddress import IPv6Address
 from typing import Any
 
 import dpkt
 from mimamori.edge.capture import CaptureError
+from mimamori.edge.http_logins import HTTP_PORTS, HttpLoginReader, is_private_v4
 from mimamori.edge.logins import LOGIN_PORTS, LoginReader
+from mimamori.edge.tls_hello import TlsHelloReader
 from mimamori.protocol import ArpEvent, DiscoveryEvent
 
 Event = ArpEvent | DiscoveryEvent
 log = logging.getLogger(__name__)
 
-#: What the kernel lets through to the live listener (libpcap filter syntax).
+#: What the kernel lets through to the live listener (libpcap filter syntax). The TLS
+#: clause comes last: a load past a short packet's end ends the whole program (drop).
+_PAYLOAD = "((tcp[12] & 0xf0) >> 2)"
+_LAN = "net 10.0.0.0/8 or {0} net 172.16.0.0/12 or {0} net 192.168.0.0/16"
+_HTTP_PORTS = " or ".join(f"{{0}} port {p}" for p in sorted(HTTP_PORTS))
 _WANTED = (
     "arp or (udp and (port 67 or port 68 or port 5353 or port 1900 or port 137))"
     " or (tcp and (port 21 or port 23))"
+    f" or (tcp and ({_HTTP_PORTS.format('dst')}) and (dst {_LAN.format('dst')})"
+    f" and ip[2:2] - ((ip[0] & 0x0f) << 2) - {_PAYLOAD} > 0)"
+    f" or (tcp and ({_HTTP_PORTS.format('src')}) and (src {_LAN.format('src')})"
+    f" and tcp[{_PAYLOAD}:4] = 0x48545450)"
+    f" or (tcp and tcp[{_PAYLOAD}] = 0x16 and tcp[{_PAYLOAD} + 5] = 0x02)"
 )
 BPF_FILTER = f"{_WANTED} or (vlan and ({_WANTED}))"
 DHCP_PORTS = (67, 68)
@@ -48,6 +61,7 @@ _PORTS = frozenset((*DHCP_PORTS, MDNS_PORT, SSDP_PORT, NBNS_PORT))
 _PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in _PORTS)
 #: FTP and Telnet: their cleartext logins are read for factory credentials (edge/logins.py).
 _LOGIN_PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in LOGIN_PORTS)
+_HTTP_PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in HTTP_PORTS)
 #: Announcements repeat verbatim (SSDP NOTIFY, mDNS answers every few seconds): an
 #: identical payload from the same MAC within this many seconds is not parsed again.
 REPEAT_S = 60.0
@@ -88,6 +102,8 @@ class Decoder:
         self.repeat_s = repeat_s
         self._seen: dict[tuple[bytes, bytes], float] = {}
         self.logins = LoginReader()
+        self.http_logins = HttpLoginReader()
+        self.tls = TlsHelloReader()
 
     def _repeated(self, ts: float, frame: bytes, payload: bytes) -> bool:
         key = (frame[6:12], payload)
@@ -122,6 +138,13 @@ class Decoder:
                     ports = struct.unpack_from("!HH", frame, tcp)
                     if ports[0] in LOGIN_PORTS or ports[1] in LOGIN_PORTS:
                         return [*self.logins.feed(ts, frame, off)]
+                    data = tcp + (frame[tcp + 12] >> 4) * 4
+                    if frame[data : data + 1] == b"\x16" and frame[data + 5 : data + 6] == b"\x02":
+                        return [*self.tls.feed(ts, frame, off)]
+                    if (ports[1] in HTTP_PORTS and is_private_v4(frame[off + 16 : off + 20])) or (
+                        ports[0] in HTTP_PORTS and is_private_v4(frame[off + 12 : off + 16])
+                    ):
+                        return [*self.http_logins.feed(ts, frame, off)]
                     return []
                 if frame[off + 9] != 17:
                     return []  # not UDP
@@ -319,6 +342,14 @@ _PCAP_MAGIC = {
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
+def _lan(buf: bytes, at: int) -> bool:
+    """The IPv4 address at ``buf[at]`` is in private space (as is_private_v4, no slice)."""
+    a = buf[at]
+    return a == 10 or (a == 192 and buf[at + 1] == 168) or (a == 172 and 16 <= buf[at + 1] < 32)
+
+
 _LINKTYPE_ETHERNET = 1
 _CHUNK = 1 << 20
 
@@ -396,7 +427,7 @@ def _read_pcap(fh: Any, head: bytes, decoder: Decoder, stats: CaptureStats) -> I
                     et = buf[ip - 2 : ip]
                 if et == b"\x08\x00":
                     # IPv4: UDP to or from a discovery port (source port, then destination),
-                    # or TCP to or from FTP or Telnet.
+                    # or TCP as the kernel filter has it (see _WANTED).
                     udp = ip + (buf[ip] & 0x0F) * 4
                     proto = buf[ip + 9]
                     if proto == 17:
@@ -404,11 +435,27 @@ def _read_pcap(fh: Any, head: bytes, decoder: Decoder, stats: CaptureStats) -> I
                             buf[udp : udp + 2] in _PORT_BYTES
                             or buf[udp + 2 : udp + 4] in _PORT_BYTES
                         )
-                    else:
-                        wanted = proto == 6 and (
-                            buf[udp : udp + 2] in _LOGIN_PORT_BYTES
-                            or buf[udp + 2 : udp + 4] in _LOGIN_PORT_BYTES
+                    elif proto == 6:
+                        sport, dport = buf[udp : udp + 2], buf[udp + 2 : udp + 4]
+                        data = udp + (buf[udp + 12] >> 4) * 4
+                        wanted = (
+                            sport in _LOGIN_PORT_BYTES
+                            or dport in _LOGIN_PORT_BYTES
+                            or (
+                                dport in _HTTP_PORT_BYTES
+                                and _lan(buf, ip + 16)
+                                and data < ip + ((buf[ip + 2] << 8) | buf[ip + 3])
+                            )
+                            or (
+                                sport in _HTTP_PORT_BYTES
+                                and _lan(buf, ip + 12)
+                                and data + 4 <= stop
+                                and buf[data : data + 4] == b"HTTP"
+                            )
+                            or (data + 5 < stop and buf[data] == 0x16 and buf[data + 5] == 2)
                         )
+                    else:
+                        wanted = False
                 elif et == b"\x86\xdd":
                     udp = ip + 40
                     wanted = buf[ip + 6] == 17 and (
@@ -450,143 +497,11 @@ def _read_pcapng(fh: Any, decoder: Decoder, stats: CaptureStats) -> Iterator[Eve
 
 # --- live ------------------------------------------------------------------------------
 
-_ETH_P_ALL = 0x0003
-_SO_ATTACH_FILTER = 26
-_SOL_PACKET = 263
-_PACKET_ADD_MEMBERSHIP = 1
-_PACKET_MR_PROMISC = 1
 
+def __getattr__(name: str) -> Any:
+    """The live listener lives in edge/discovery_live.py (kept importable from here)."""
+    if name in ("DiscoveryListener", "compile_filter"):
+        from mimamori.edge import discovery_live
 
-class _BpfInsn(ctypes.Structure):
-    _fields_ = (
-        ("code", ctypes.c_ushort),
-        ("jt", ctypes.c_ubyte),
-        ("jf", ctypes.c_ubyte),
-        ("k", ctypes.c_uint32),
-    )
-
-
-class _BpfProgram(ctypes.Structure):
-    _fields_ = (("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_BpfInsn)))
-
-
-def compile_filter(expression: str, *, snaplen: int = 2048) -> tuple[bytes, int] | None:
-    """Compile a libpcap filter for Ethernet into classic BPF instructions.
-
-    Returns the packed ``struct sock_filter`` array and its length, or None when libpcap is not installed (the listener
-    then filters in user space with the same byte checks as the offline reader).
-    """
-    name = ctypes.util.find_library("pcap")
-    if name is None:
-        return None
-    lib = ctypes.CDLL(name)
-    prog = _BpfProgram()
-    compile_nopcap = lib.pcap_compile_nopcap
-    compile_nopcap.argtypes = (
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.POINTER(_BpfProgram),
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_uint32,
-    )
-    if compile_nopcap(snaplen, _LINKTYPE_ETHERNET, ctypes.byref(prog), expression.encode(), 1, 0):
-        raise DiscoveryError(f"libpcap cannot compile filter {expression!r}")
-    try:
-        size = prog.bf_len * ctypes.sizeof(_BpfInsn)
-        return bytes(ctypes.string_at(prog.bf_insns, size)), int(prog.bf_len)
-    finally:
-        lib.pcap_freecode(ctypes.byref(prog))
-
-
-class DiscoveryListener:
-    """Reads discovery frames from an interface in a thread and hands events to ``emit``.
-
-    Needs CAP_NET_RAW only: the socket is an ``AF_PACKET`` socket, promiscuous mode is a
-    packet-socket membership (no interface flag change, so no CAP_NET_ADMIN), and the
-    kernel filter keeps everything but discovery frames out of Python.
-    """
-
-    def __init__(
-        self,
-        *,
-        interface: str,
-        emit: Callable[[Event], None],
-        promiscuous: bool = True,
-        decoder: Decoder | None = None,
-        poll_s: float = 0.5,
-    ) -> None:
-        self.interface = interface
-        self.emit = emit
-        self.promiscuous = promiscuous
-        self.decoder = decoder or Decoder()
-        self.poll_s = poll_s
-        self.kernel_filter = False
-        self.errors = 0
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def open(self) -> None:
-        """Open the socket (raises :class:`DiscoveryError` without rights or interface)."""
-        try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
-        except (OSError, AttributeError) as exc:
-            raise DiscoveryError(f"cannot open a packet socket: {exc}") from exc
-        try:
-            compiled = compile_filter(BPF_FILTER)
-            if compiled is not None:
-                insns, count = compiled
-                buf = ctypes.create_string_buffer(insns)
-                fprog = struct.pack("HL", count, ctypes.addressof(buf))
-                sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
-                self.kernel_filter = True
-            sock.bind((self.interface, 0))
-            if self.promiscuous:
-                index = socket.if_nametoindex(self.interface)
-                mreq = struct.pack("IHH8s", index, _PACKET_MR_PROMISC, 0, b"")
-                sock.setsockopt(_SOL_PACKET, _PACKET_ADD_MEMBERSHIP, mreq)
-            sock.settimeout(self.poll_s)
-        except OSError as exc:
-            sock.close()
-            raise DiscoveryError(f"cannot listen on {self.interface!r}: {exc}") from exc
-        self._sock = sock
-
-    def start(self) -> None:
-        """Open the socket if needed and read in a daemon thread until :meth:`stop`."""
-        if self._sock is None:
-            self.open()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="discovery", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop reading and close the socket."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def _run(self) -> None:
-        import time
-
-        sock = self._sock
-        assert sock is not None
-        while not self._stop.is_set():
-            try:
-                frame = sock.recv(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    return
-                self.errors += 1
-                continue
-            for event in self.decoder.decode(time.time(), frame):
-                try:
-                    self.emit(event)
-                except Exception:  # a consumer's bug must not kill the listener
-                    self.errors += 1
+        return getattr(discovery_live, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mimamori.detect.labels import tls
 from mimamori.detect.labels.observe import TLS_EXTRA, weaker_hello
 from mimamori.protocol import ArpEvent, Device, DiscoveryEvent, FlowRecord
 
@@ -34,8 +35,11 @@ MAX_EXTRAS = 32
 #: Which source's hostname wins: DHCP's option 12 is what the device calls itself.
 _HOSTNAME_RANK = {"dhcp": 3, "mdns": 2, "nbns": 1, "ssdp": 0, "arp": 0}
 #: default_login: a cleartext login the device accepted with a factory credential
-#: (edge/logins.py; the verdict only, never the password).
-_EXTRA_FACTS = ("server", "location", "user_agent", "default_login")
+#: (edge/logins.py, edge/http_logins.py; the verdict only, never the password);
+#: cleartext_login: the device took an HTTP Basic login, so a password crossed the LAN.
+_EXTRA_FACTS = ("server", "location", "user_agent", "default_login", "cleartext_login")
+#: The weakest TLS session a device served / negotiated as a client (edge/tls_hello.py).
+_TLS_FACTS = (tls.SERVED_EXTRA, tls.CLIENT_EXTRA)
 
 
 class VendorLookup:
@@ -263,6 +267,13 @@ class Inventory:
                 key = f"{event.source}_{fact}"
                 if entry.extras.get(key) != value:
                     entry.extras[key] = value
+                    entry.version += 1
+        for fact in _TLS_FACTS:
+            if value := facts.get(fact):
+                kept = entry.extras.get(fact, "")
+                weaker = tls.weaker(kept, value)
+                if weaker != kept and (kept or len(entry.extras) < MAX_EXTRAS):
+                    entry.extras[fact] = weaker
                     entry.version += 1
 
     def on_flow(self, record: FlowRecord) -> None:

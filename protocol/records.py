@@ -62,7 +62,8 @@ class ArpEvent(msgspec.Struct, kw_only=True, frozen=True):
 
 class DiscoveryEvent(msgspec.Struct, kw_only=True, frozen=True):
     """A fact about a device learnt from DHCP, mDNS, SSDP or NBNS (or, ``login``, that it
-    accepted a factory credential in a cleartext login: edge/logins.py).
+    accepted a factory credential in a cleartext login: edge/logins.py; ``tls``, the
+    weakest TLS session it served or negotiated: edge/tls_hello.py).
 
     ``source`` names the protocol; ``facts`` maps fact names (``hostname``,
     ``dhcp_fingerprint``, ``dhcp_vendor_class``, ``model``, ``service``, ``server``,
@@ -70,7 +71,7 @@ class DiscoveryEvent(msgspec.Struct, kw_only=True, frozen=True):
     """
 
     ts: float
-    source: Literal["dhcp", "mdns", "ssdp", "nbns", "arp", "login"]
+    source: Literal["dhcp", "mdns", "ssdp", "nbns", "arp", "login", "tls"]
     mac: str
     ip: str = ""
     facts: dict[str, str] = {}

@@ -28,8 +28,15 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "S1.1-06": (("outdated",), ("vendor_contact",), ("banner",)),
     "S1.1-08": (("update_http",), ("update_tls",), ()),
     "S1.1-12": (
-        ("cleartext_service", "cleartext_client", "legacy_tls", "http_admin", "http_cloud"),
-        ("tls_cloud",),
+        (
+            "cleartext_service",
+            "cleartext_client",
+            "cleartext_login",
+            "legacy_tls",
+            "http_admin",
+            "http_cloud",
+        ),
+        ("tls_cloud", "tls_modern"),
         (),
     ),
     "S1.1-13": (
@@ -43,7 +50,8 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
 QUIET_PASS = "S1.1-13"
 #: Order in which advice is given (most urgent first); kinds without advice are skipped.
 ADVICE_ORDER = (
-    "exposure_mgmt", "exposure", "default_credential", "cleartext_service", "legacy_service",
+    "exposure_mgmt", "exposure", "default_credential", "cleartext_login", "cleartext_service",
+    "legacy_service",
     "legacy_tls", "http_admin", "cleartext_client", "outdated", "http_cloud", "update_http",
     "open_port",
 )  # fmt: skip

@@ -8,8 +8,11 @@ devices and flow summaries in the cloud (``mimamori.cloud.labels``); both call t
 Evidence kinds (what :mod:`.assess` maps to criteria):
 
 - ``cleartext_service`` / ``cleartext_client``: Telnet, FTP, ... served / used
-- ``legacy_service`` (SMBv1) and ``legacy_tls`` (SSL 2/3 named by nDPI, or a TLS client
-  whose best offer in its ClientHello is SSL, TLS 1.0 or 1.1: the JA4 fingerprint)
+- ``legacy_service`` (SMBv1) and ``legacy_tls`` (SSL 2/3 named by nDPI, a TLS client
+  whose best offer in its ClientHello is SSL, TLS 1.0 or 1.1: the JA4 fingerprint, or a
+  session the device served or negotiated with a weak version or cipher: its ServerHello)
+- ``tls_modern``: the device's weakest session seen was TLS 1.3 or TLS 1.2 with AEAD
+- ``cleartext_login``: the device took an HTTP Basic login (a password sent in clear)
 - ``http_admin`` (the device serves plain HTTP on an admin port on the LAN)
 - ``http_cloud`` / ``tls_cloud``: unencrypted / encrypted traffic to the internet
 - ``exposure`` / ``exposure_mgmt``: the device accepted a connection from the internet
@@ -27,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mimamori.detect.labels import tls
 from mimamori.detect.labels.catalogue import Catalogue
 from mimamori.detect.labels.credentials import DefaultCredentials, load_credentials
 from mimamori.protocol import Device, FlowSummary
@@ -99,6 +103,9 @@ TLS_EXTRA = "tls_client_ja4"
 #: Device.extras key of the edge's finding that the device accepted a factory credential
 #: in a cleartext login (inventory key "<source>_<fact>": source login, fact default_login).
 LOGIN_EXTRA = "login_default_login"
+#: Device.extras key of the edge's finding that the device took an HTTP Basic login
+#: (edge/http_logins.py): "http basic (port 80)".
+CLEARTEXT_LOGIN_EXTRA = "login_cleartext_login"
 
 
 def ja4_version(fingerprint: str) -> str:
@@ -264,6 +271,11 @@ class Observer:
             # The edge's verdict on a cleartext login it read (edge/logins.py): the
             # device accepted a factory credential. The password never left the site.
             entry.add("default_credential", login, device.last_seen)
+        if basic := device.extras.get(CLEARTEXT_LOGIN_EXTRA):
+            entry.add("cleartext_login", f"takes logins in clear: {basic}", device.last_seen)
+        for key, role in ((tls.SERVED_EXTRA, "server"), (tls.CLIENT_EXTRA, "client")):
+            if session := device.extras.get(key):
+                self.tls_session(device.mac, summary=session, role=role, ts=device.last_seen)
         if any(s.startswith("urn:") for s in device.services) or "ssdp_location" in device.extras:
             entry.add("upnp", device.extras.get("ssdp_location", "SSDP"), device.last_seen)
 
@@ -357,6 +369,23 @@ class Observer:
         hello = fingerprint.split("_", 1)[0]
         target = f" to {name}" + (f" port {port}" if port else "") if name else ""
         self.get(mac).add("legacy_tls", f"offers {weak} at best{target} (JA4 {hello})", ts)
+
+    def tls_session(
+        self, mac: str, *, summary: str, role: Literal["server", "client"], ts: float
+    ) -> None:
+        """The weakest TLS session device ``mac`` served or negotiated (a ServerHello).
+
+        ``summary`` is ``"VVVV:CCCC:port"`` (``detect/labels/tls.py``): a weak version or
+        cipher is ``legacy_tls``, TLS 1.3 or 1.2 with AEAD is ``tls_modern``.
+        """
+        described = tls.describe(summary, role)
+        if not mac or described is None:
+            return
+        strength, detail = described
+        if strength == "weak":
+            self.get(mac).add("legacy_tls", detail, ts)
+        elif strength == "modern":
+            self.get(mac).add("tls_modern", detail, ts)
 
     def login(
         self,
