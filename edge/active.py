@@ -8,10 +8,11 @@ internet, never multicast/broadcast/network addresses, never the gateway itself)
 which spends a token of a :class:`RateLimiter` per connection so a check never floods a
 fragile device.
 
-The checks themselves: :func:`open_ports` here; the per-device check (which service
-answers on each open port, its banner, and a few factory logins over Telnet, FTP and HTTP
-Basic) in :mod:`mimamori.edge.active_logins`; the background worker that runs it once per
-interval per device in :mod:`mimamori.edge.active_worker`. Results become label evidence
+Here: :func:`open_ports`, and what a check finds (:class:`DeviceReport`: services,
+logins, findings, device facts). The per-device check (which service answers on each
+port, its banner, a few factory logins over Telnet, FTP and HTTP Basic) is in
+:mod:`mimamori.edge.active_logins`; the background worker that runs it once per interval
+per device in :mod:`mimamori.edge.active_worker`. Results become label evidence
 through ``Observer.active(mac, kind="open_port" | "default_credential" |
 "default_rejected", ...)`` and, at the gateway, a ``DiscoveryEvent(source="active")``.
 """
@@ -22,12 +23,16 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from mimamori.detect.labels.observe import Observer
 from mimamori.edge.errors import EdgeError
+from mimamori.protocol import DiscoveryEvent
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: Fact values are bounded by the protocol (Short: 255 characters).
+MAX_FACT = 255
 #: Management ports worth checking (cleartext ones first): Telnet, FTP, alternate Telnet
 #: (Mirai's 2323), HTTP admin pages, RTSP (cameras), UPnP control.
 DEFAULT_PORTS: tuple[int, ...] = (23, 2323, 21, 80, 8080, 554, 49152)
@@ -190,3 +195,110 @@ def open_ports(
         if connect(ip, port, guard.config.timeout_s):
             found.append(port)
     return found
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Service:
+    """What answered on one open port."""
+
+    port: int
+    protocol: str  # telnet, ftp, http, ssh or unknown
+    banner: str = ""
+    basic_auth: bool = False  # http: the page asks for HTTP Basic
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """The factory logins tried on one service (never the password)."""
+
+    protocol: str
+    port: int
+    tries: int
+    refused: int
+    user: str = ""  # of the accepted factory login, else ""
+    seen_on: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.user)
+
+    def detail(self) -> str:
+        if self.accepted:
+            return (
+                f"{self.protocol} port {self.port}: login as {self.user!r} accepted with a "
+                f"factory password ({self.seen_on}), active check"
+            )
+        return (
+            f"{self.protocol} port {self.port}: {self.refused} factory logins refused, active check"
+        )
+
+
+@dataclass
+class DeviceReport:
+    """The result of checking one device."""
+
+    mac: str
+    ip: str
+    services: list[Service] = field(default_factory=list)
+    logins: list[LoginResult] = field(default_factory=list)
+    connections: int = 0
+    errors: int = 0
+
+    def findings(self) -> list[tuple[str, str]]:
+        """(evidence kind, detail) pairs, in the Observer's vocabulary."""
+        out: list[tuple[str, str]] = []
+        for svc in self.services:
+            if svc.protocol != "http":
+                out.append(("open_port", f"{svc.port}/tcp {svc.protocol}"))
+        for login in self.logins:
+            if login.accepted:
+                out.append(("default_credential", login.detail()))
+            elif login.refused and login.refused == login.tries:
+                out.append(("default_rejected", login.detail()))
+        return out
+
+    def banners(self) -> list[tuple[str, str]]:
+        """(source, text) of the software the services announce."""
+        return [(f"active_{s.protocol}", s.banner) for s in self.services if s.banner]
+
+    def observe(self, observer: Observer, *, ts: float) -> None:
+        """Record the findings as label evidence of ``mac``."""
+        for kind, detail in self.findings():
+            observer.active(self.mac, kind=kind, detail=detail, ts=ts)
+        for source, text in self.banners():
+            observer.banner(self.mac, source=source, text=text, ts=ts)
+
+    def facts(self) -> dict[str, str]:
+        """Device facts for the inventory (extras ``active_<fact>``): ``default_login`` and
+        ``default_rejected`` (one finding per line), ``open_ports`` (comma-separated
+        ``port/tcp protocol``) and ``server`` (the banners, ``protocol: text; ...``)."""
+        found = self.findings()
+        facts = {
+            "default_login": _join((d for k, d in found if k == "default_credential"), "\n"),
+            "default_rejected": _join((d for k, d in found if k == "default_rejected"), "\n"),
+            "open_ports": _join((d for k, d in found if k == "open_port"), ","),
+            "server": _join((f"{s.protocol}: {s.banner}" for s in self.services if s.banner), "; "),
+        }
+        return {k: v for k, v in facts.items() if v}
+
+    def event(self, ts: float) -> DiscoveryEvent | None:
+        """The report as a discovery event for the pipeline (None when nothing was found)."""
+        facts = self.facts()
+        if not facts:
+            return None
+        return DiscoveryEvent(ts=ts, source="active", mac=self.mac, ip=self.ip, facts=facts)
+
+
+def _join(items: Iterable[str], sep: str) -> str:
+    """Whole items joined by ``sep`` up to :data:`MAX_FACT` characters (none cut)."""
+    out = ""
+    for item in items:
+        item = item[:MAX_FACT]
+        joined = f"{out}{sep}{item}" if out else item
+        if len(joined) > MAX_FACT:
+            break
+        out = joined
+    return out

@@ -23,7 +23,7 @@ Every connection is admitted by the guard first (LAN only, rate-limited). The pa
 is never logged, kept or reported: an accepted login is reported as the protocol, port,
 user and where that password is a factory default.
 
-Results (:class:`DeviceReport`): ``open_port`` for each open port that is not a web page
+Results (:class:`~mimamori.edge.active.DeviceReport`): ``open_port`` for each open port that is not a web page
 (a web admin page on the LAN is how most devices are set up; the traffic shows whether it
 is used in clear, and its login is checked here), ``default_credential`` for an accepted
 factory login, ``default_rejected`` for a service that refused every one tried, and
@@ -38,13 +38,10 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Literal
 
 from mimamori.detect.labels.credentials import Credential, DefaultCredentials, load_credentials
-from mimamori.detect.labels.observe import Observer
-from mimamori.edge.active import ProbeGuard, ProbeRefused
-from mimamori.protocol import DiscoveryEvent
+from mimamori.edge.active import DeviceReport, LoginResult, ProbeGuard, ProbeRefused, Service
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +55,6 @@ WEB_PORTS = frozenset((80, 81, 8000, 8008, 8080, 8081, 8888))
 LOGIN_PROTOCOLS = ("telnet", "ftp", "http")
 #: Bytes read from one service at most (a login dialogue, a response head).
 MAX_READ = 4096
-#: Fact values are bounded by the protocol (Short: 255 characters).
-MAX_FACT = 255
 #: Vendor words that say nothing about the maker (OUI names are "X Technology Co.,Ltd").
 _VENDOR_NOISE = frozenset((
     "technology", "technologies", "electronics", "electronic", "corporation", "company",
@@ -79,110 +74,6 @@ _IAC, _DONT, _DO, _WONT, _WILL, _SB, _SE = 255, 254, 253, 252, 251, 250, 240
 def dial(ip: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection to ``ip:port`` (``OSError`` when refused or silent)."""
     return socket.create_connection((ip, port), timeout=timeout)
-
-
-@dataclass(frozen=True)
-class Service:
-    """What answered on one open port."""
-
-    port: int
-    protocol: str  # telnet, ftp, http, ssh or unknown
-    banner: str = ""
-    basic_auth: bool = False  # http: the page asks for HTTP Basic
-
-
-@dataclass(frozen=True)
-class LoginResult:
-    """The factory logins tried on one service (never the password)."""
-
-    protocol: str
-    port: int
-    tries: int
-    refused: int
-    user: str = ""  # of the accepted factory login, else ""
-    seen_on: str = ""
-
-    @property
-    def accepted(self) -> bool:
-        return bool(self.user)
-
-    def detail(self) -> str:
-        if self.accepted:
-            return (
-                f"{self.protocol} port {self.port}: login as {self.user!r} accepted with a "
-                f"factory password ({self.seen_on}), active check"
-            )
-        return (
-            f"{self.protocol} port {self.port}: {self.refused} factory logins refused, active check"
-        )
-
-
-@dataclass
-class DeviceReport:
-    """The result of checking one device."""
-
-    mac: str
-    ip: str
-    services: list[Service] = field(default_factory=list)
-    logins: list[LoginResult] = field(default_factory=list)
-    connections: int = 0
-    errors: int = 0
-
-    def findings(self) -> list[tuple[str, str]]:
-        """(evidence kind, detail) pairs, in the Observer's vocabulary."""
-        out: list[tuple[str, str]] = []
-        for svc in self.services:
-            if svc.protocol != "http":
-                out.append(("open_port", f"{svc.port}/tcp {svc.protocol}"))
-        for login in self.logins:
-            if login.accepted:
-                out.append(("default_credential", login.detail()))
-            elif login.refused and login.refused == login.tries:
-                out.append(("default_rejected", login.detail()))
-        return out
-
-    def banners(self) -> list[tuple[str, str]]:
-        """(source, text) of the software the services announce."""
-        return [(f"active_{s.protocol}", s.banner) for s in self.services if s.banner]
-
-    def observe(self, observer: Observer, *, ts: float) -> None:
-        """Record the findings as label evidence of ``mac``."""
-        for kind, detail in self.findings():
-            observer.active(self.mac, kind=kind, detail=detail, ts=ts)
-        for source, text in self.banners():
-            observer.banner(self.mac, source=source, text=text, ts=ts)
-
-    def facts(self) -> dict[str, str]:
-        """Device facts for the inventory (extras ``active_<fact>``): ``default_login`` and
-        ``default_rejected`` (one finding per line), ``open_ports`` (comma-separated
-        ``port/tcp protocol``) and ``server`` (the banners, ``protocol: text; ...``)."""
-        found = self.findings()
-        facts = {
-            "default_login": _join((d for k, d in found if k == "default_credential"), "\n"),
-            "default_rejected": _join((d for k, d in found if k == "default_rejected"), "\n"),
-            "open_ports": _join((d for k, d in found if k == "open_port"), ","),
-            "server": _join((f"{s.protocol}: {s.banner}" for s in self.services if s.banner), "; "),
-        }
-        return {k: v for k, v in facts.items() if v}
-
-    def event(self, ts: float) -> DiscoveryEvent | None:
-        """The report as a discovery event for the pipeline (None when nothing was found)."""
-        facts = self.facts()
-        if not facts:
-            return None
-        return DiscoveryEvent(ts=ts, source="active", mac=self.mac, ip=self.ip, facts=facts)
-
-
-def _join(items: Iterable[str], sep: str) -> str:
-    """Whole items joined by ``sep`` up to :data:`MAX_FACT` characters (none cut)."""
-    out = ""
-    for item in items:
-        item = item[:MAX_FACT]
-        joined = f"{out}{sep}{item}" if out else item
-        if len(joined) > MAX_FACT:
-            break
-        out = joined
-    return out
 
 
 # --- reading from a service ------------------------------------------------------------

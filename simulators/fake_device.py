@@ -102,12 +102,13 @@ class TelnetServer(_Base):
                 w = self.wfile
                 w.write(bytes((IAC, DO, ECHO, IAC, WILL, ECHO, IAC, WILL, SGA)))
                 w.write(f"\r\n{outer.banner}\r\n".encode())
-                user: str | None = ""
+                user = ""
                 if outer.ask_user:
                     w.write(b"(none) login: ")
-                    user = _read_line(self.rfile)
-                    if user is None:
+                    line = _read_line(self.rfile)
+                    if line is None:
                         return
+                    user = line
                 w.write(b"Password: ")
                 password = _read_line(self.rfile)
                 if password is None:

@@ -18,12 +18,13 @@ from mimamori.detect.labels.credentials import load_credentials
 from mimamori.edge import active_logins
 from mimamori.edge.active import (
     ActiveConfig,
+    DeviceReport,
     ProbeGuard,
     ProbeRefused,
     RateLimiter,
     open_ports,
 )
-from mimamori.edge.active_logins import DeviceReport, check_device, ordered_credentials
+from mimamori.edge.active_logins import check_device, ordered_credentials
 from mimamori.edge.active_worker import ActiveWorker
 from mimamori.edge.inventory import Inventory, VendorLookup
 from mimamori.protocol import Device, DiscoveryEvent
