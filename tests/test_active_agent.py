@@ -19,6 +19,7 @@ from mimamori.cloud import cli as cloud_cli
 from mimamori.cloud.migrate import migrate
 from mimamori.edge import agent as agent_mod
 from mimamori.edge import config as cfg
+from mimamori.edge.errors import ConfigError
 from mimamori.protocol import ArpEvent, Command, DeviceBatch, codec, topics
 from mimamori.simulators.fake_device import TelnetServer
 from mimamori.simulators.services import Mosquitto
@@ -235,3 +236,34 @@ def test_cloud_cli_switches_a_running_gateway_and_audits_it(
         ("soc-ana", "gateway.active_checks", "gw1", topic_prefix, "ok"),
     ] * 2
     assert [(r[5]["enabled"], r[5]["credentials"]) for r in rows] == [(True, True), (False, False)]
+
+
+_BASE = '[gateway]\nid = "gw1"\ntenant = "acme"\n[mqtt]\nhost = "h"\n[active]\n'
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('enabled = "yes"', "active.enabled: expected true or false, got 'yes'. Set active"),
+        ("max_tries = 20", "active.max_tries: expected an integer 1-10, got 20. Set active"),
+        ("rate_per_s = 0", "active.rate_per_s: expected a number of connections per second"),
+        ("interval_h = -1", "active.interval_h: expected a number of hours"),
+        ("timeout_s = 60", "active.timeout_s: expected a number of seconds"),
+        ('ports = ["telnet"]', "active.ports: expected a list of TCP ports 1-65535, got"),
+        ("ports = [0, 23]", "active.ports: expected a list of TCP ports 1-65535, got [0, 23]"),
+        ("ports = []", "active.ports: expected a list of TCP ports 1-65535, got []"),
+        ("ports = [23, 23]", "active.ports: [23, 23] lists a port twice"),
+        ("credential = true", "active.credential: unknown setting"),
+    ],
+)
+def test_active_config_errors_name_the_field_and_the_fix(setting: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg.parse(_BASE + setting + "\n")
+    assert str(info.value).startswith(message)
+
+
+def test_active_config_defaults_are_off() -> None:
+    config = cfg.parse(_BASE)
+    active = cfg.active_config(config)
+    assert (active.enabled, active.credentials, config.active.allow_remote) == (False, False, True)
+    assert (active.max_tries, active.interval_h, active.rate_per_s) == (3, 24.0, 2.0)
