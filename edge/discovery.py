@@ -62,6 +62,7 @@ _PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in _PORTS)
 #: FTP and Telnet: their cleartext logins are read for factory credentials (edge/logins.py).
 _LOGIN_PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in LOGIN_PORTS)
 _HTTP_PORT_BYTES = frozenset(p.to_bytes(2, "big") for p in HTTP_PORTS)
+_TCP_PORT_BYTES = _LOGIN_PORT_BYTES | _HTTP_PORT_BYTES
 #: Announcements repeat verbatim (SSDP NOTIFY, mDNS answers every few seconds): an
 #: identical payload from the same MAC within this many seconds is not parsed again.
 REPEAT_S = 60.0
@@ -436,24 +437,26 @@ def _read_pcap(fh: Any, head: bytes, decoder: Decoder, stats: CaptureStats) -> I
                             or buf[udp + 2 : udp + 4] in _PORT_BYTES
                         )
                     elif proto == 6:
-                        sport, dport = buf[udp : udp + 2], buf[udp + 2 : udp + 4]
+                        # Most TCP segments: two set lookups and the ServerHello bytes.
                         data = udp + (buf[udp + 12] >> 4) * 4
-                        wanted = (
-                            sport in _LOGIN_PORT_BYTES
-                            or dport in _LOGIN_PORT_BYTES
-                            or (
-                                dport in _HTTP_PORT_BYTES
-                                and _lan(buf, ip + 16)
-                                and data < ip + ((buf[ip + 2] << 8) | buf[ip + 3])
+                        wanted = data + 5 < stop and buf[data] == 0x16 and buf[data + 5] == 2
+                        sport, dport = buf[udp : udp + 2], buf[udp + 2 : udp + 4]
+                        if not wanted and (sport in _TCP_PORT_BYTES or dport in _TCP_PORT_BYTES):
+                            wanted = (
+                                sport in _LOGIN_PORT_BYTES
+                                or dport in _LOGIN_PORT_BYTES
+                                or (
+                                    dport in _HTTP_PORT_BYTES
+                                    and _lan(buf, ip + 16)
+                                    and data < ip + ((buf[ip + 2] << 8) | buf[ip + 3])
+                                )
+                                or (
+                                    sport in _HTTP_PORT_BYTES
+                                    and _lan(buf, ip + 12)
+                                    and buf[data : data + 4] == b"HTTP"
+                                    and data + 4 <= stop
+                                )
                             )
-                            or (
-                                sport in _HTTP_PORT_BYTES
-                                and _lan(buf, ip + 12)
-                                and data + 4 <= stop
-                                and buf[data : data + 4] == b"HTTP"
-                            )
-                            or (data + 5 < stop and buf[data] == 0x16 and buf[data + 5] == 2)
-                        )
                     else:
                         wanted = False
                 elif et == b"\x86\xdd":

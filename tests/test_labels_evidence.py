@@ -1,5 +1,6 @@
-"""Label evidence beyond flow names: TLS versions from JA4 client fingerprints, cleartext
-logins with well-known factory credentials, and devices the gateway knows nothing about.
+"""Label evidence beyond flow names: TLS versions from JA4 client fingerprints and from
+ServerHellos (negotiated version and cipher), cleartext logins with well-known factory
+credentials, HTTP Basic logins, and devices the gateway knows nothing about.
 
 Captures come from ../shared/data; the pure parts are table-driven with hand-made values.
 """
@@ -21,9 +22,10 @@ from mimamori.detect.labels import (
     weaker_hello,
 )
 from mimamori.edge.evidence import EvidenceCollector, label_replay
+from mimamori.edge.inventory import Inventory, VendorLookup
 from mimamori.edge.replay import replay
 from mimamori.edge.summaries import DEFAULT_HOME_NET
-from mimamori.protocol import Device, FlowRecord
+from mimamori.protocol import Device, DiscoveryEvent, FlowRecord
 
 CAT = load_catalogue()
 NOW = 1_700_000_000.0
@@ -221,3 +223,57 @@ def test_devices_seen_only_in_discovery_stay_insufficient(shared_data: Path) -> 
         assert {c["status"] for c in label["criteria"]} == {"unknown"}
         assert all(c["reason"] for c in label["criteria"])
     assert any(label["vendor"] for label in result.labels)  # identified, yet not passed
+
+
+# --- ServerHello sessions and HTTP Basic logins, through the inventory ------------------
+
+
+@pytest.mark.parametrize(
+    ("extras", "status", "kind", "words"),
+    [
+        ({"tls_served": "0301:0005:443"}, "fail", "legacy_tls",
+         "serves TLS 1.0 with TLS_RSA_WITH_RC4_128_SHA on port 443"),
+        ({"tls_negotiated": "0303:000a:8443"}, "fail", "legacy_tls",
+         "negotiated TLS 1.2 with TLS_RSA_WITH_3DES_EDE_CBC_SHA with a server on port 8443"),
+        ({"tls_negotiated": "0304:1301:443"}, "pass", "tls_modern", "negotiated TLS 1.3"),
+        ({"tls_served": "0303:c02f:443"}, "pass", "tls_modern",
+         "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+        ({"tls_served": "0303:002f:443"}, "unknown", "", ""),  # TLS 1.2 CBC: neither
+        ({"tls_served": "garbage"}, "unknown", "", ""),
+        ({"login_cleartext_login": "http basic (port 80)"}, "fail", "cleartext_login",
+         "takes logins in clear: http basic (port 80)"),
+    ],
+)  # fmt: skip
+def test_inventory_extras_judge_data_in_transit(
+    extras: dict[str, str], status: str, kind: str, words: str
+) -> None:
+    """What the cloud reads (Device.extras) judges S1.1-12 as the edge's records did."""
+    obs = Observer(catalogue=CAT)
+    mac = "02:00:00:00:03:01"
+    obs.device(Device(mac=mac, first_seen=NOW, last_seen=NOW, extras=extras))
+    label = assess(obs.devices[mac], catalogue=CAT, now=NOW).to_dict()
+    crit = _crit(label, "S1.1-12")
+    assert crit["status"] == status
+    if kind:
+        assert any(e["kind"] == kind and words in e["detail"] for e in crit["evidence"])
+    if kind == "cleartext_login":
+        assert label["advice"][0]["finding"] == "cleartext_login"
+        assert "https" in label["advice"][0]["en"] and label["advice"][0]["ja"]
+
+
+def test_inventory_keeps_the_weakest_session_per_role() -> None:
+    inv = Inventory(home_net=DEFAULT_HOME_NET, vendors=VendorLookup(path=Path("/nonexistent")))
+    mac = "02:00:00:00:03:02"
+    for n, facts in enumerate([
+        {"tls_negotiated": "0304:1301:443"},
+        {"tls_negotiated": "0301:002f:443"},
+        {"tls_negotiated": "0303:c02f:443"},  # stronger: the TLS 1.0 session stays
+        {"tls_served": "0303:c02f:8443"},
+        {"tls_negotiated": "nonsense"},
+    ]):  # fmt: skip
+        inv.on_discovery(DiscoveryEvent(ts=NOW + n, source="tls", mac=mac, ip="192.168.1.60",
+                                        facts=facts))  # fmt: skip
+    (device,) = inv.snapshot()
+    assert device.extras["tls_negotiated"] == "0301:002f:443"
+    assert device.extras["tls_served"] == "0303:c02f:8443"
+    assert device.ips == ["192.168.1.60"]
