@@ -207,7 +207,9 @@ class Service:
     port: int
     protocol: str  # telnet, ftp, http, ssh or unknown
     banner: str = ""
-    basic_auth: bool = False  # http: the page asks for HTTP Basic
+    # A login we can try: Telnet showed a login or password prompt, FTP greeted with 220,
+    # the web page answered 401 with WWW-Authenticate: Basic.
+    asks_login: bool = False
 
 
 @dataclass(frozen=True)

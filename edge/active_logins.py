@@ -259,12 +259,14 @@ class _Checker:
                 if port not in WEB_PORTS:
                     text = conn.read(_greeted, wait=min(self.timeout, 1.0))
                     if conn.raw.startswith(b"220"):
-                        return Service(port, "ftp", _printable(text.split("\n")[0][4:]))
+                        banner = _printable(text.split("\n")[0][4:])
+                        return Service(port, "ftp", banner, asks_login=True)
                     if conn.raw.startswith(b"SSH-"):
                         return Service(port, "ssh", _printable(text.split("\n")[0]))
                     if conn.raw.startswith(bytes((_IAC,))) or _prompt(text.lower()):
                         conn.read(_prompt)
-                        return Service(port, "telnet", _telnet_banner(conn.text))
+                        prompted = _prompt(conn.text.lower())
+                        return Service(port, "telnet", _telnet_banner(conn.text), prompted)
                     if conn.raw:
                         return Service(port, "unknown", _printable(text.split("\n")[0]))
                     if conn.closed:
@@ -404,9 +406,7 @@ def check_device(
         # web page on 80 and 8080) usually checks the same accounts, which may lock.
         budget = dict.fromkeys(LOGIN_PROTOCOLS, config.max_tries)
         for svc in report.services:
-            if svc.protocol not in LOGIN_PROTOCOLS or (
-                svc.protocol == "http" and not svc.basic_auth
-            ):
+            if svc.protocol not in LOGIN_PROTOCOLS or not svc.asks_login:
                 continue
             if budget[svc.protocol] <= 0:
                 continue

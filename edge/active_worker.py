@@ -125,7 +125,7 @@ class ActiveWorker:
         *,
         config: ActiveConfig,
         home_net: Iterable[Network],
-        own_ips: Iterable[str],
+        own_ips: Iterable[str] | Callable[[], Iterable[str]],
         devices: Callable[[], list[Device]],
         deliver: Callable[[DiscoveryEvent], None],
         state_path: Path | None = None,
@@ -135,8 +135,14 @@ class ActiveWorker:
         limiter: RateLimiter | None = None,
         poll_s: float = 60.0,
     ) -> None:
-        self.guard = ProbeGuard(config=config, home_net=home_net, own_ips=own_ips,
-                                limiter=limiter)  # fmt: skip
+        # A callable is asked again every round: the box's own address may change (DHCP).
+        self._own_ips = own_ips if callable(own_ips) else None
+        self.guard = ProbeGuard(
+            config=config, home_net=home_net, own_ips=() if callable(own_ips) else own_ips,
+            limiter=limiter,
+        )  # fmt: skip
+        if self._own_ips is not None:
+            self.guard.own_ips = frozenset(self._own_ips())
         self._devices = devices
         self._deliver = deliver
         self.state_path = state_path
@@ -194,6 +200,8 @@ class ActiveWorker:
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Check every device that is due now; the number checked."""
         self.stats["rounds"] += 1
+        if self._own_ips is not None:
+            self.guard.own_ips = frozenset(self._own_ips())
         done = 0
         for device in self._devices():
             if (stop is not None and stop.is_set()) or not self.config.enabled:

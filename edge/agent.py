@@ -352,7 +352,7 @@ class Agent:
         )  # fmt: skip
         return ActiveWorker(
             config=settings, home_net=self.capture.pipeline.inventory.home_net,
-            own_ips=_own_ips(), devices=self._active_devices, deliver=self._active_deliver,
+            own_ips=_own_ips, devices=self._active_devices, deliver=self._active_deliver,
             state_path=state / ACTIVE_STATE_FILE,
         )  # fmt: skip
 

@@ -9,6 +9,8 @@ import ipaddress
 import json
 import logging
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,7 +225,7 @@ def test_http_basic_factory_login_within_the_cap(max_tries: int, found: bool) ->
                               ports=[web.port])  # fmt: skip
     assert len(web.attempts) == max_tries
     [svc] = report.services
-    assert (svc.protocol, svc.basic_auth, svc.banner) == ("http", True, "thttpd/2.25b 29dec2003")
+    assert (svc.protocol, svc.asks_login, svc.banner) == ("http", True, "thttpd/2.25b 29dec2003")
     label = _label(report)
     assert _status(label, "S1.1-02") == ("fail" if found else "pass")
     # A web page is not an "open port" finding (S1.1-13 stays unknown on this evidence).
@@ -431,3 +433,55 @@ def test_a_check_refused_before_any_connection_does_not_use_up_the_interval(
     worker._check(device, "127.0.0.2")
     assert worker.checked_at == {} and out == []
     assert json.loads((tmp_path / "active-state.json").read_text()) == {"checked_at": {}}
+
+
+class _Hostile:
+    """A port that floods binary garbage, or drips a byte every 0.1 s without end."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if self.mode == "flood":
+                    conn.sendall(bytes(range(256)) * 4096)  # 1 MiB, IAC bytes included
+                else:
+                    while not self.stop.wait(0.1):
+                        conn.sendall(b"\xff\xfa")  # a Telnet subnegotiation that never ends
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["flood", "drip"])
+def test_a_hostile_service_costs_bounded_time_and_breaks_nothing(mode: str) -> None:
+    hostile = _Hostile(mode)
+    try:
+        started = time.monotonic()
+        report = check_device(mac=MAC, ip="127.0.0.1", guard=_check_guard(), ports=[hostile.port])
+        elapsed = time.monotonic() - started
+    finally:
+        hostile.close()
+    [svc] = report.services
+    assert svc.protocol in ("telnet", "unknown") and len(svc.banner) <= 120
+    assert report.logins == []  # no prompt seen: no login tried
+    # timeout_s 0.5: the banner wait and the prompt wait each end at their deadline.
+    assert elapsed < 5
