@@ -334,6 +334,12 @@ def test_the_event_keeps_its_facts_in_the_inventory() -> None:
     assert "'root'" in device.extras["active_default_login"]
     assert device.extras["active_server"] == "telnet: IPCAM-XM530 (BusyBox telnetd)"
     assert "xc3511" not in json.dumps(device.extras)
+    # The banner already reaches the label as the cloud reads the device.
+    obs = Observer(catalogue=load_catalogue())
+    obs.device(device)
+    assert [e.detail for e in obs.devices[MAC].of("banner")] == [
+        "active_server: telnet: IPCAM-XM530 (BusyBox telnetd)"
+    ]
 
 
 @pytest.mark.xfail(
