@@ -23,11 +23,11 @@ Every connection is admitted by the guard first (LAN only, rate-limited). The pa
 is never logged, kept or reported: an accepted login is reported as the protocol, port,
 user and where that password is a factory default.
 
-Results (:class:`~mimamori.edge.active.DeviceReport`): ``open_port`` for each open port that is not a web page
-(a web admin page on the LAN is how most devices are set up; the traffic shows whether it
-is used in clear, and its login is checked here), ``default_credential`` for an accepted
-factory login, ``default_rejected`` for a service that refused every one tried, and
-``banner`` for the software a service announces.
+Results (:class:`~mimamori.edge.active.DeviceReport`): ``open_port`` for each open port
+that is not a web page (a web admin page on the LAN is how most devices are set up; the
+traffic shows whether it is used in clear, and its login is checked here),
+``default_credential`` for an accepted factory login, ``default_rejected`` for a service
+that refused every one tried, and ``banner`` for the software a service announces.
 """
 
 from __future__ import annotations
@@ -279,7 +279,9 @@ class _Checker:
         status, headers = _http_head(text)
         if not status:
             return Service(port, "unknown")
-        basic = status == 401 and headers.get("www-authenticate", "").lower().startswith("basic")
+        # One header may offer several schemes ("Digest ..., Basic realm=...").
+        offered = headers.get("www-authenticate", "").lower()
+        basic = status == 401 and re.search(r"(?:^|[\s,])basic\b", offered) is not None
         return Service(port, "http", _printable(headers.get("server", "")), basic)
 
     # --- logins --------------------------------------------------------------------
