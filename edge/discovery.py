@@ -26,7 +26,7 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from ipaddress import IPv6Address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dpkt
 from mimamori.edge.capture import CaptureError
@@ -34,6 +34,20 @@ from mimamori.edge.http_logins import HTTP_PORTS, HttpLoginReader, is_private_v4
 from mimamori.edge.logins import LOGIN_PORTS, LoginReader
 from mimamori.edge.tls_hello import TlsHelloReader
 from mimamori.protocol import ArpEvent, DiscoveryEvent
+
+if TYPE_CHECKING:  # at run time through __getattr__ below (discovery_live imports this)
+    from mimamori.edge.discovery_live import DiscoveryListener, compile_filter
+
+__all__ = [
+    "BPF_FILTER",
+    "CaptureStats",
+    "Decoder",
+    "DiscoveryError",
+    "DiscoveryListener",
+    "Event",
+    "compile_filter",
+    "read_capture",
+]
 
 Event = ArpEvent | DiscoveryEvent
 log = logging.getLogger(__name__)

@@ -207,10 +207,10 @@ class HttpLoginReader:
                     decoded = base64.b64decode(rest.strip(), validate=True)
                 except (binascii.Error, ValueError):
                     return None
-                user, sep, password = decoded.decode("utf-8", "replace").partition(":")
-                if not sep:
+                login, colon, password = decoded.decode("utf-8", "replace").partition(":")
+                if not colon:
                     return None
-                return _Request("basic", user[:64], self.credentials.match(user, password))
+                return _Request("basic", login[:64], self.credentials.match(login, password))
             if scheme_name == b"digest":
                 params = parse_digest(rest.decode("utf-8", "replace"))
                 if "nonce" not in params or "response" not in params:

@@ -273,7 +273,11 @@ class Observer:
             entry.add("default_credential", login, device.last_seen)
         if basic := device.extras.get(CLEARTEXT_LOGIN_EXTRA):
             entry.add("cleartext_login", f"takes logins in clear: {basic}", device.last_seen)
-        for key, role in ((tls.SERVED_EXTRA, "server"), (tls.CLIENT_EXTRA, "client")):
+        roles: tuple[tuple[str, Role], ...] = (
+            (tls.SERVED_EXTRA, "server"),
+            (tls.CLIENT_EXTRA, "client"),
+        )
+        for key, role in roles:
             if session := device.extras.get(key):
                 self.tls_session(device.mac, summary=session, role=role, ts=device.last_seen)
         if any(s.startswith("urn:") for s in device.services) or "ssdp_location" in device.extras:
@@ -370,9 +374,7 @@ class Observer:
         target = f" to {name}" + (f" port {port}" if port else "") if name else ""
         self.get(mac).add("legacy_tls", f"offers {weak} at best{target} (JA4 {hello})", ts)
 
-    def tls_session(
-        self, mac: str, *, summary: str, role: Literal["server", "client"], ts: float
-    ) -> None:
+    def tls_session(self, mac: str, *, summary: str, role: Role, ts: float) -> None:
         """The weakest TLS session device ``mac`` served or negotiated (a ServerHello).
 
         ``summary`` is ``"VVVV:CCCC:port"`` (``detect/labels/tls.py``): a weak version or
