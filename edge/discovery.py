@@ -155,7 +155,10 @@ class Decoder:
                         return [*self.logins.feed(ts, frame, off)]
                     data = tcp + (frame[tcp + 12] >> 4) * 4
                     if frame[data : data + 1] == b"\x16" and frame[data + 5 : data + 6] == b"\x02":
-                        return [*self.tls.feed(ts, frame, off)]
+                        before = self.tls.malformed
+                        hellos = self.tls.feed(ts, frame, off)
+                        self.malformed += self.tls.malformed - before  # cut short or garbage
+                        return [*hellos]
                     if (ports[1] in HTTP_PORTS and is_private_v4(frame[off + 16 : off + 20])) or (
                         ports[0] in HTTP_PORTS and is_private_v4(frame[off + 12 : off + 16])
                     ):

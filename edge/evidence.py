@@ -87,8 +87,9 @@ class EvidenceCollector:
         """A cleartext login read off the wire (Telnet, FTP, HTTP basic) to ``server_mac``.
 
         For a caller that holds the login itself (the opt-in active check). The passive
-        reader, edge/logins.py, hands on only its verdict, as the device fact
-        ``default_login``. True when it was a factory credential.
+        readers, edge/logins.py (FTP, Telnet) and edge/http_logins.py (HTTP Basic and
+        Digest), hand on only their verdict, as the device facts ``default_login`` and
+        ``cleartext_login`` (inventory extras). True when it was a factory credential.
         """
         return self.observer.login(
             server_mac, protocol=protocol, user=user, password=password, accepted=accepted,

@@ -40,6 +40,9 @@ _HOSTNAME_RANK = {"dhcp": 3, "mdns": 2, "nbns": 1, "ssdp": 0, "arp": 0}
 _EXTRA_FACTS = ("server", "location", "user_agent", "default_login", "cleartext_login")
 #: The weakest TLS session a device served / negotiated as a client (edge/tls_hello.py).
 _TLS_FACTS = (tls.SERVED_EXTRA, tls.CLIENT_EXTRA)
+#: Findings the readers attribute by address (a server's, or a TLS client's): only an
+#: address on the monitored LAN names the device behind the frame's MAC.
+_SERVER_SOURCES = frozenset(("login", "tls"))
 
 
 class VendorLookup:
@@ -239,6 +242,9 @@ class Inventory:
 
     def on_discovery(self, event: DiscoveryEvent) -> None:
         """Merge the facts of one DHCP/mDNS/SSDP/NBNS observation."""
+        if event.source in _SERVER_SOURCES and not self.is_local(event.ip):
+            # A login or TLS finding about a server off the LAN: its MAC is the router's.
+            return
         entry = self._entry(event.mac, event.ts)
         if entry is None:
             return

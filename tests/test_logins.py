@@ -298,3 +298,24 @@ def test_http_factory_login_labels_end_to_end(tmp_path: Path) -> None:
         base64.b64encode(b"admin:password").decode(),
     ):
         assert secret not in text, secret
+
+
+def test_a_login_to_an_internet_server_labels_nobody(tmp_path: Path) -> None:
+    """Anonymous FTP to a public server: the reader sees an accepted factory login, but the
+    server's MAC is the router's, so the inventory keeps nothing of it."""
+    pcap = tmp_path / "public_ftp.pcap"
+    router = End(mac="02:00:00:00:00:fe", ip="198.51.100.21", port=21)
+    with pcap.open("wb") as fh:
+        out = Packets(PcapWriter(fh))
+        ftp = Tcp(out, client=End(PC[0], PC[1], 40100), server=router, t=T0, rng=random.Random(4))
+        ftp.open()
+        for who, line in (("s", b"220 ready"), ("c", b"USER anonymous"), ("s", b"331 any"),
+                          ("c", b"PASS guest@"), ("s", b"230 Logged in")):  # fmt: skip
+            ftp.say(who, line + b"\r\n")
+        ftp.close()
+        out.close()
+    decoder, events = _events(pcap)
+    assert decoder.logins.default_logins == 1 and events[0].mac == router.mac
+    result = replay([str(pcap)], labeler=label_replay)
+    assert all("login_default_login" not in d.extras for d in result.devices)
+    assert router.mac not in {d.mac for d in result.devices}

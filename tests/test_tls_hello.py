@@ -151,6 +151,7 @@ def test_attribution_by_role_and_weakest_first(tmp_path: Path) -> None:
     events = [e for e in read_capture([str(pcap)], decoder=decoder)
               if isinstance(e, DiscoveryEvent) and e.source == "tls"]  # fmt: skip
     assert (decoder.tls.hellos, decoder.tls.malformed) == (4, 1)
+    assert decoder.malformed == 1  # the replay's malformed_frames
     got = [(e.mac, e.ip, e.facts) for e in events]
     assert got == [
         (NAS.mac, NAS.ip, {"tls_served": "0301:0005:443"}),
