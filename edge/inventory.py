@@ -37,7 +37,11 @@ _HOSTNAME_RANK = {"dhcp": 3, "mdns": 2, "nbns": 1, "ssdp": 0, "arp": 0}
 #: default_login: a cleartext login the device accepted with a factory credential
 #: (edge/logins.py, edge/http_logins.py; the verdict only, never the password);
 #: cleartext_login: the device took an HTTP Basic login, so a password crossed the LAN.
-_EXTRA_FACTS = ("server", "location", "user_agent", "default_login", "cleartext_login")
+#: default_rejected, open_ports: the opt-in active check's findings (edge/active.py).
+_EXTRA_FACTS = (
+    "server", "location", "user_agent", "default_login", "cleartext_login",
+    "default_rejected", "open_ports",
+)  # fmt: skip
 #: The weakest TLS session a device served / negotiated as a client (edge/tls_hello.py).
 _TLS_FACTS = (tls.SERVED_EXTRA, tls.CLIENT_EXTRA)
 #: Findings the readers attribute by address (a server's, or a TLS client's): only an

@@ -71,7 +71,7 @@ class DiscoveryEvent(msgspec.Struct, kw_only=True, frozen=True):
     """
 
     ts: float
-    source: Literal["dhcp", "mdns", "ssdp", "nbns", "arp", "login", "tls"]
+    source: Literal["dhcp", "mdns", "ssdp", "nbns", "arp", "login", "tls", "active"]
     mac: str
     ip: str = ""
     facts: dict[str, str] = {}

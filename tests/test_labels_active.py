@@ -342,12 +342,6 @@ def test_the_event_keeps_its_facts_in_the_inventory() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs edge/inventory.py to keep the open_ports and default_rejected facts and "
-    "detect/labels/observe.py to read the active_* extras (see docs/labels.md); remove "
-    "this mark when they do",
-)
 def test_the_cloud_label_fails_from_the_published_active_findings() -> None:
     with TelnetServer(accept=[("root", "xc3511")]) as telnet:
         report = check_device(mac=MAC, ip="127.0.0.1", guard=_check_guard(), vendor=XIONGMAI,

@@ -106,6 +106,13 @@ LOGIN_EXTRA = "login_default_login"
 #: Device.extras key of the edge's finding that the device took an HTTP Basic login
 #: (edge/http_logins.py): "http basic (port 80)".
 CLEARTEXT_LOGIN_EXTRA = "login_cleartext_login"
+#: Device.extras keys of the opt-in active check's findings (edge/active.py DeviceReport;
+#: inventory key "active_<fact>"): extra -> (evidence kind, separator between findings).
+ACTIVE_EXTRAS = {
+    "active_default_login": ("default_credential", "\n"),
+    "active_default_rejected": ("default_rejected", "\n"),
+    "active_open_ports": ("open_port", ","),
+}
 
 
 def ja4_version(fingerprint: str) -> str:
@@ -271,6 +278,11 @@ class Observer:
             # The edge's verdict on a cleartext login it read (edge/logins.py): the
             # device accepted a factory credential. The password never left the site.
             entry.add("default_credential", login, device.last_seen)
+        for key, (kind, sep) in ACTIVE_EXTRAS.items():
+            # The opt-in active check's findings (never a password).
+            for detail in device.extras.get(key, "").split(sep):
+                if detail.strip():
+                    entry.add(kind, detail.strip(), device.last_seen)
         if basic := device.extras.get(CLEARTEXT_LOGIN_EXTRA):
             entry.add("cleartext_login", f"takes logins in clear: {basic}", device.last_seen)
         roles: tuple[tuple[str, Role], ...] = (
