@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mimamori.detect.labels import Catalogue, Label, Observer, assess_all, load_catalogue
 from mimamori.detect.labels.observe import Peer
+from mimamori.edge.summaries import opened_by_src
 from mimamori.protocol import Alert, Device, DiscoveryEvent, FlowRecord, FlowSummary
 
 if TYPE_CHECKING:  # replay imports this module's caller side only at run time
@@ -44,33 +45,51 @@ class EvidenceCollector:
             return None
         return any(addr in net for net in self.home_net if net.version == addr.version)
 
+    def _kind(self, ip: str) -> int:
+        """0 the internet, 1 the LAN, 2 multicast/broadcast (:func:`opened_by_src`)."""
+        local = self._local(ip)
+        return 2 if local is None else int(local)
+
     def on_flow(self, rec: FlowRecord) -> None:
-        """One metered flow: the initiator is the client, the answering side the server."""
+        """One metered flow: the side that opened it is the client, the other the server.
+
+        nfstream's ``src`` sent the first packet seen, which is the server when a timeout
+        cut a long connection; the summaries' rule (:func:`opened_by_src`) decides, so a
+        device's own connection is never read as the internet reaching it.
+        """
         src_local, dst_local = self._local(rec.src_ip), self._local(rec.dst_ip)
         if src_local is None and dst_local is None:
             self.bad_records += 1
             return
         ts, name = rec.last_seen, rec.sni or rec.dns_query
-        answered = rec.pkts_dst2src > 0 and (
-            rec.proto != 6 or rec.synack > 0 or rec.bytes_dst2src > 0
-        )
-        if src_local and rec.src_mac:
-            peer: Peer = "lan" if dst_local in (True, None) else "internet"
-            self.observer.flow(
-                rec.src_mac, role="client", peer=peer, app=rec.app, port=rec.dst_port, ts=ts,
-                name=name,
+        if opened_by_src(rec, self._kind):
+            c_mac, c_local, s_ip, s_mac, s_local, port = (
+                rec.src_mac, src_local, rec.dst_ip, rec.dst_mac, dst_local, rec.dst_port
             )  # fmt: skip
+            answered = rec.pkts_dst2src > 0 and (
+                rec.proto != 6 or rec.synack > 0 or rec.bytes_dst2src > 0
+            )
+        else:  # the server's packet came first: it has spoken
+            c_mac, c_local, s_ip, s_mac, s_local, port = (
+                rec.dst_mac, dst_local, rec.src_ip, rec.src_mac, src_local, rec.src_port
+            )  # fmt: skip
+            answered = True
+        if c_local and c_mac:
+            peer: Peer = "lan" if s_local in (True, None) else "internet"
+            self.observer.flow(
+                c_mac, role="client", peer=peer, app=rec.app, port=port, ts=ts, name=name
+            )
             if rec.user_agent:
-                self.observer.banner(rec.src_mac, source="user_agent", text=rec.user_agent, ts=ts)
+                self.observer.banner(c_mac, source="user_agent", text=rec.user_agent, ts=ts)
             if rec.client_fingerprint:
                 self.observer.tls_hello(
-                    rec.src_mac, fingerprint=rec.client_fingerprint, ts=ts,
-                    name=rec.sni or rec.dst_ip, port=rec.dst_port,
+                    c_mac, fingerprint=rec.client_fingerprint, ts=ts, name=rec.sni or s_ip,
+                    port=port,
                 )  # fmt: skip
-        if dst_local and rec.dst_mac and answered:
+        if s_local and s_mac and answered:
             self.observer.flow(
-                rec.dst_mac, role="server", peer="lan" if src_local else "internet",
-                app=rec.app, port=rec.dst_port, ts=ts,
+                s_mac, role="server", peer="lan" if c_local else "internet", app=rec.app,
+                port=port, ts=ts,
             )  # fmt: skip
 
     def on_discovery(self, event: DiscoveryEvent) -> None:

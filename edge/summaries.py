@@ -28,7 +28,7 @@ keeps its ``keep_rows`` largest rows; the rest are merged:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mimamori.protocol import FlowRecord, FlowSummary
@@ -164,22 +164,7 @@ class Summarizer:
         r = record
         # (initiator, responder): nfstream's src sent the first packet it saw, which is the
         # responder when a timeout cut a long connection and the server spoke next.
-        by_src = initiated_by_src(r)
-        if not handshake_seen(r):
-            # Unconfirmed guesses are corrected by what the addresses make impossible or
-            # unlikely: a multicast or broadcast address never opens a connection, and an
-            # internet host reaching a LAN device's non-service port (1024 and up) without
-            # a handshake seen is the late part of the device's own connection (behind NAT
-            # nothing else gets in), not an exposure. See :func:`initiated_by_src`.
-            src_kind, dst_kind = self._kind(r.src_ip), self._kind(r.dst_ip)
-            if by_src and src_kind == 2:
-                by_src = False
-            elif not by_src and dst_kind == 2:
-                by_src = True
-            elif by_src and src_kind == 0 and dst_kind == 1 and r.dst_port >= 1024:
-                by_src = False
-            elif not by_src and dst_kind == 0 and src_kind == 1 and r.src_port >= 1024:
-                by_src = True
+        by_src = opened_by_src(r, self._kind)
         if by_src:
             a_mac, a_ip, b_mac, b_ip, service = r.src_mac, r.src_ip, r.dst_mac, r.dst_ip, r.dst_port
             ab = (r.pkts_src2dst, r.pkts_dst2src, r.bytes_src2dst, r.bytes_dst2src)
@@ -278,6 +263,30 @@ def handshake_seen(record: FlowRecord) -> bool:
     return record.proto == 6 and record.syn > 0 and record.synack > 0
 
 
+def opened_by_src(record: FlowRecord, kind: Callable[[str], int]) -> bool:
+    """:func:`initiated_by_src`, corrected by what the addresses rule out.
+
+    ``kind`` tells an address apart: 0 the internet, 1 the home net, 2 multicast or
+    broadcast. Without a TCP handshake seen, a multicast or broadcast address never
+    opened the connection, and an internet host reaching a LAN device's non-service port
+    (1024 and up) is the late part of the device's own connection (behind NAT nothing
+    else gets in), not an exposure.
+    """
+    by_src = initiated_by_src(record)
+    if handshake_seen(record):
+        return by_src
+    src_kind, dst_kind = kind(record.src_ip), kind(record.dst_ip)
+    if by_src and src_kind == 2:
+        return False
+    if not by_src and dst_kind == 2:
+        return True
+    if by_src and src_kind == 0 and dst_kind == 1 and record.dst_port >= 1024:
+        return False
+    if not by_src and dst_kind == 0 and src_kind == 1 and record.src_port >= 1024:
+        return True
+    return by_src
+
+
 def initiated_by_src(record: FlowRecord) -> bool:
     """Did the flow's ``src`` open the connection?
 
@@ -286,7 +295,7 @@ def initiated_by_src(record: FlowRecord) -> bool:
     connection cut by the idle or active timeout, or the capture began mid-way, perhaps at
     the server's SYN-ACK), the side on the service-like port is taken as the responder: a
     port below 1024 facing a higher one, or a port below 32768 facing an ephemeral one
-    (32768 and up, where Linux and Windows allocate client ports). :class:`Summarizer`
+    (32768 and up, where Linux and Windows allocate client ports). :func:`opened_by_src`
     then corrects guesses that the addresses rule out.
     """
     if handshake_seen(record):

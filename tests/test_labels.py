@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from mimamori.detect.errors import ConfigError
 from mimamori.detect.labels import (
@@ -368,3 +369,24 @@ def test_the_makers_cloud_names_the_kind_when_the_device_does_not() -> None:
     labels = {m: assess(obs.devices[m], catalogue=CAT, now=NOW).to_dict() for m in (scale, pc)}
     assert labels[scale]["kind"] == "health"
     assert labels[pc]["kind"] == "pc"  # its own facts win over the printer maker it reached
+
+
+def test_collector_reads_a_cut_connection_as_the_devices_own() -> None:
+    """The records path orients flows as the summaries do (IoT Sentinel's TP-Link plug).
+
+    Its TLS connection to a cloud port 50443 was cut by the idle timeout, and the next
+    piece began with the server's packet: not the internet reaching the plug.
+    """
+    plug = "50:c7:bf:00:fc:a3"
+    late = FlowRecord(first_seen=NOW, last_seen=NOW + 5, src_ip="52.18.200.165",
+                      src_port=50443, dst_ip="192.168.1.30", dst_port=48456, proto=6,
+                      src_mac="02:00:00:00:00:fe", dst_mac=plug, pkts_src2dst=3,
+                      pkts_dst2src=2, bytes_src2dst=400, bytes_dst2src=200, app="TLS")  # fmt: skip
+    col = EvidenceCollector(home_net=DEFAULT_HOME_NET)
+    col.on_flow(late)
+    ev = col.observer.devices[plug]
+    assert not ev.of("exposure", "exposure_mgmt")
+    assert [e.detail for e in ev.of("tls_cloud")] == ["TLS/50443"]
+    # With the handshake seen, the internet did open it: that is exposure.
+    col.on_flow(msgspec.structs.replace(late, syn=1, synack=1))
+    assert [e.detail for e in ev.of("exposure")] == ["TLS/48456"]
