@@ -319,9 +319,8 @@ def test_credential_order(vendor: str, protocol: str, first: tuple[str, str]) ->
     assert all(not c.any_password for c in order)
 
 
-def test_the_event_keeps_its_facts_in_the_inventory() -> None:
-    """DiscoveryEvent(source="active") -> inventory extras active_<fact> (what the cloud
-    label reads; the password nowhere)."""
+def _published_device() -> Device:
+    """A factory Telnet login found by the check, as the inventory publishes the device."""
     with TelnetServer(accept=[("root", "xc3511")]) as telnet:
         report = check_device(mac=MAC, ip="127.0.0.1", guard=_check_guard(), vendor=XIONGMAI,
                               ports=[telnet.port])  # fmt: skip
@@ -330,6 +329,13 @@ def test_the_event_keeps_its_facts_in_the_inventory() -> None:
     inventory = Inventory(home_net=LAN, vendors=VendorLookup())
     inventory.on_discovery(event)
     [device] = inventory.take_changes(6.0)
+    return device
+
+
+def test_the_event_keeps_its_facts_in_the_inventory() -> None:
+    """DiscoveryEvent(source="active") -> inventory extras active_<fact> (what the cloud
+    label reads; the password nowhere)."""
+    device = _published_device()
     assert device.ips == ["127.0.0.1"]
     assert "'root'" in device.extras["active_default_login"]
     assert device.extras["active_server"] == "telnet: IPCAM-XM530 (BusyBox telnetd)"
@@ -343,14 +349,7 @@ def test_the_event_keeps_its_facts_in_the_inventory() -> None:
 
 
 def test_the_cloud_label_fails_from_the_published_active_findings() -> None:
-    with TelnetServer(accept=[("root", "xc3511")]) as telnet:
-        report = check_device(mac=MAC, ip="127.0.0.1", guard=_check_guard(), vendor=XIONGMAI,
-                              ports=[telnet.port])  # fmt: skip
-    event = report.event(5.0)
-    assert event is not None
-    inventory = Inventory(home_net=LAN, vendors=VendorLookup())
-    inventory.on_discovery(event)
-    [device] = inventory.take_changes(6.0)
+    device = _published_device()
     obs = Observer(catalogue=load_catalogue())
     obs.device(device)  # what mimamori.cloud.labels does with a stored device
     label = assess(obs.devices[MAC], catalogue=load_catalogue(), now=6.0)
