@@ -36,6 +36,14 @@ LOGIN_PORTS = frozenset((FTP_PORT, TELNET_PORT))
 MAX_CONNECTIONS = 256
 MAX_TEXT = 512
 
+#: Control characters (NUL included) never reach a fact: PostgreSQL text holds no NUL.
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F])
+
+
+def _banner(protocol: str, text: str) -> str:
+    return f"{protocol}: {text}"[:120] if text else ""
+
+
 _REJECTED = ("incorrect", "failed", "denied", "invalid")
 _ACCEPTED = ("last login", "welcome", "busybox", "$ ", "# ", "> ")
 _USER_PROMPTS = ("login:", "username:", "user name:")
@@ -77,6 +85,8 @@ class _Conn:
     line: bytearray = field(default_factory=bytearray)
     server_text: str = ""
     done: bool = False
+    greeting: str = ""  # the server's text before its first prompt (raw, bounded)
+    greeted: bool = False
 
 
 @dataclass
@@ -86,6 +96,7 @@ class LoginReader:
     credentials: DefaultCredentials = field(default_factory=load_credentials)
     logins: int = 0  # logins seen with a verdict (accepted or rejected)
     default_logins: int = 0
+    banners: int = 0  # server greetings reported
     _conns: OrderedDict[tuple[str, int, str, int], _Conn] = field(default_factory=OrderedDict)
 
     def feed(self, ts: float, frame: bytes, off: int) -> list[DiscoveryEvent]:
@@ -119,11 +130,54 @@ class LoginReader:
         conn.last = ts
         if conn.done or not payload:
             return []
+        events: list[DiscoveryEvent] = []
+        if not to_server and not conn.greeted:
+            banner = self._greeting(conn, payload)
+            if banner:
+                self.banners += 1
+                events.append(
+                    DiscoveryEvent(
+                        ts=ts, source="login", mac=conn.server_mac, ip=conn.server_ip,
+                        facts={"server": banner},
+                    )
+                )  # fmt: skip
         if conn.protocol == "ftp":
             verdict = self._ftp(conn, payload, to_server)
         else:
             verdict = self._telnet(conn, strip_telnet(payload), to_server)
-        return [] if verdict is None else self._verdict(conn, verdict, ts)
+        return events if verdict is None else events + self._verdict(conn, verdict, ts)
+
+    @staticmethod
+    def _greeting(conn: _Conn, payload: bytes) -> str:
+        """The server's greeting, once: software and versions for the label's banners.
+
+        FTP: the ``220`` line ("220 ProFTPD 1.3.3a Server"). Telnet: the text shown before
+        the first login prompt, and the prompt's host part ("IPCAM-XM530 login:"). ""
+        until it is complete, and for a bare prompt.
+        """
+        data = payload if conn.protocol == "ftp" else strip_telnet(payload)
+        conn.greeting = (conn.greeting + data.decode("latin-1"))[:MAX_TEXT]
+        lines = [ln.translate(_CONTROL).strip() for ln in conn.greeting.splitlines()]
+        if conn.protocol == "ftp":
+            for line in lines:
+                if line.startswith("220"):
+                    conn.greeted = True
+                    return _banner("ftp", line[3:].lstrip(" -"))
+            conn.greeted = len(conn.greeting) >= MAX_TEXT or any(ln[:3].isdigit() for ln in lines)
+            return ""
+        low = conn.greeting.lower()
+        if not any(p in low for p in (*_USER_PROMPTS, "password:")):
+            conn.greeted = len(conn.greeting) >= MAX_TEXT
+            return ""
+        conn.greeted = True
+        shown = []
+        for line in lines:
+            cut = next((line.lower().find(p) for p in _USER_PROMPTS if p in line.lower()), -1)
+            if cut >= 0 or "password:" in line.lower():
+                shown.append(line[:cut].strip() if cut > 0 else "")
+                break
+            shown.append(line)
+        return _banner("telnet", " / ".join(x for x in shown if x))
 
     # --- protocols -------------------------------------------------------------------
 

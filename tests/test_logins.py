@@ -41,12 +41,54 @@ def test_ordinary_and_rejected_logins_leave_nothing(shared_data: Path) -> None:
     events = list(read_capture([str(shared_data / "pcap/benign/cleartext/telnet_session.pcap")],
                                decoder=telnet))  # fmt: skip
     assert (telnet.logins.logins, telnet.logins.default_logins) == (1, 0)  # fake/user, accepted
-    assert not [e for e in events if e.source == "login"]
+    # Only the server's greeting (its software) leaves the reader.
+    assert [e.facts for e in events if e.source == "login"] == [
+        {"server": "telnet: OpenBSD/i386 (oof) (ttyp2)"}
+    ]
     ftp = Decoder()
     events = list(read_capture([str(shared_data / "pcap/malicious/bruteforce/ftp_bruteforce.pcap")],
                                decoder=ftp))  # fmt: skip
     assert ftp.logins.logins >= 30 and ftp.logins.default_logins == 0  # every guess: 530
-    assert not [e for e in events if e.source == "login"]
+    facts = [e.facts for e in events if e.source == "login"]
+    assert all(set(f) == {"server"} for f in facts) and len(facts) == ftp.logins.banners
+    assert facts[0] == {
+        "server": "ftp: redmint FTP server (Version 6.4/OpenBSD/Linux-ftpd-0.17) ready."
+    }
+
+
+def test_server_greetings_become_banners_on_the_label(tmp_path: Path) -> None:
+    """The 220 line and the text before a Telnet login prompt name the software."""
+    pcap = tmp_path / "greetings.pcap"
+    _sessions(pcap)
+    result = replay([str(pcap)], labeler=label_replay)
+    devices = {d.mac: d for d in result.devices}
+    assert devices[NAS.mac].extras["login_server"] == "ftp: NAS FTP server ready"
+    assert devices[CAMERA.mac].extras["login_server"] == "telnet: HI3518"
+    labels = {lab["mac"]: lab for lab in result.labels}
+    banners = [e["detail"] for c in labels[CAMERA.mac]["criteria"] for e in c["evidence"]
+               if e["kind"] == "banner"]  # fmt: skip
+    assert "login_server: telnet: HI3518" in banners
+
+
+def test_a_bare_or_hostile_greeting_says_nothing_harmful(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    path = tmp_path / "greetings.pcap"
+    with path.open("wb") as fh:
+        out = Packets(PcapWriter(fh))
+        client = End(mac=PC[0], ip=PC[1], port=40003)
+        tel = Tcp(out, client=client, server=CAMERA, t=1_760_000_100.0, rng=rng).open()
+        tel.say("s", b"login: ")  # a bare prompt: no banner
+        tel.close()
+        client = End(mac=PC[0], ip=PC[1], port=40004)
+        ftp = Tcp(out, client=client, server=NAS, t=1_760_000_110.0, rng=rng).open()
+        ftp.say("s", b"220 evil\x00\x1b[31mFTP " + b"A" * 400 + b"\r\n")
+        ftp.close()
+        out.close()
+    events = [e for e in read_capture([str(path)], decoder=Decoder()) if e.source == "login"]
+    assert len(events) == 1 and events[0].mac == NAS.mac
+    banner = events[0].facts["server"]
+    assert banner.startswith("ftp: evil") and len(banner) <= 120
+    assert not any(ord(ch) < 0x20 for ch in banner)
 
 
 def _sessions(path: Path) -> None:
