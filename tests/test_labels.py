@@ -390,3 +390,26 @@ def test_collector_reads_a_cut_connection_as_the_devices_own() -> None:
     # With the handshake seen, the internet did open it: that is exposure.
     col.on_flow(msgspec.structs.replace(late, syn=1, synack=1))
     assert [e.detail for e in ev.of("exposure")] == ["TLS/48456"]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("i.ezvizlife.com", "camera"),
+        ("api.lifx.co", "light"),
+        ("snu.lgtvsdp.com", "tv"),
+        ("osb.samsungcloudsolution.com", "tv"),
+        ("api.sonos.com", "speaker"),
+        ("www.hpeprint.com", "printer"),
+        ("eu.ecouser.net", "appliance"),
+        ("a1.tuyaeu.com", "device"),  # white-label maker of everything: no kind
+    ],
+)
+def test_a_makers_service_names_a_silent_devices_kind(name: str, kind: str) -> None:
+    obs = Observer(catalogue=CAT)
+    mac = "02:00:00:00:00:0f"
+    obs.device(Device(mac=mac, first_seen=NOW, last_seen=NOW, vendor="Espressif Inc."))
+    obs.flow(mac, role="client", peer="internet", app="TLS", port=443, ts=NOW, name=name)
+    label = assess(obs.devices[mac], catalogue=CAT, now=NOW).to_dict()
+    assert label["kind"] == kind
+    assert _status(label, "S1.1-06")["status"] == "pass"  # it keeps in touch with its maker
