@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mimamori.edge import config as edge_config
 from mimamori.simulators.services import Mosquitto, Postgres, timescaledb_available
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,3 +121,43 @@ def db(request: pytest.FixtureRequest) -> Database:
 def plain_db(pg_plain: Postgres) -> Database:
     """A fresh database on plain PostgreSQL only (for tests that need just one flavour)."""
     return _fresh_database(pg_plain)
+
+
+def agent_config(
+    tmp_path: Path,
+    broker: Mosquitto,
+    tenant: str,
+    *,
+    home_net: str = "192.168.1.0/24",
+    capture: bool = True,
+    extra: str = "",
+) -> edge_config.Config:
+    """A gateway configuration for agent tests: the private broker in plain MQTT, fast
+    reconnects, the outbox under ``tmp_path``, capture on ``lo`` unless ``capture`` is
+    off, and ``extra`` TOML sections appended."""
+    capture_section = f'interface = "lo"\nhome_net = ["{home_net}"]\n' if capture else ""
+    return edge_config.parse(f"""
+[gateway]
+id = "gw1"
+tenant = "{tenant}"
+[capture]
+{capture_section}
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+insecure_plaintext = true
+client_id = "{tenant}-gw1"
+backoff_initial_s = 0.1
+backoff_max_s = 0.5
+[outbox]
+path = "{tmp_path / "state" / "outbox.db"}"
+{extra}
+""")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll ``cond`` every 50 ms; fail the test if it is not true within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -5,16 +5,17 @@ and ``mimamori cloud active`` sends it (and audits it)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from conftest import Database
+from conftest import Database, agent_config, wait_until
 from mimamori.cloud import cli as cloud_cli
 from mimamori.cloud.migrate import migrate
 from mimamori.edge import agent as agent_mod
@@ -31,32 +32,11 @@ DEVICE_IP = "127.0.0.2"
 
 
 def _config(tmp_path: Path, broker: Mosquitto, tenant: str, active: str) -> cfg.Config:
-    return cfg.parse(f"""
-[gateway]
-id = "gw1"
-tenant = "{tenant}"
-[capture]
-interface = "lo"
-home_net = ["127.0.0.0/8"]
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-insecure_plaintext = true
-client_id = "{tenant}-gw1"
-backoff_initial_s = 0.1
-backoff_max_s = 0.5
-[outbox]
-path = "{tmp_path / "state" / "outbox.db"}"
-[active]
-{active}
-""")
+    return agent_config(tmp_path, broker, tenant, home_net="127.0.0.0/8",
+                        extra=f"[active]\n{active}")  # fmt: skip
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+_wait = functools.partial(wait_until, timeout=20.0)
 
 
 @contextmanager

@@ -3,14 +3,15 @@ detection config, the sensor relay from ``[sensors]``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import agent_config, wait_until
 from mimamori.edge import agent as agent_mod
 from mimamori.edge import config as cfg
 from mimamori.edge.errors import ConfigError
@@ -24,24 +25,7 @@ BAD_IP = "203.0.113.7"
 
 def _config(tmp_path: Path, broker: Mosquitto, tenant: str, extra: str = "",
             capture: bool = True) -> cfg.Config:  # fmt: skip
-    capture_section = 'interface = "lo"\nhome_net = ["192.168.1.0/24"]\n' if capture else ""
-    return cfg.parse(f"""
-[gateway]
-id = "gw1"
-tenant = "{tenant}"
-[capture]
-{capture_section}
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-insecure_plaintext = true
-client_id = "{tenant}-gw1"
-backoff_initial_s = 0.1
-backoff_max_s = 0.5
-[outbox]
-path = "{tmp_path / "state" / "outbox.db"}"
-{extra}
-""")
+    return agent_config(tmp_path, broker, tenant, capture=capture, extra=extra)
 
 
 def _bundle(generated_at: float) -> IntelBundle:
@@ -56,11 +40,7 @@ def _flow_to(ip: str, t: float) -> FlowRecord:
                       syn=1, synack=1)  # fmt: skip
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+_wait = functools.partial(wait_until, timeout=10.0)
 
 
 def test_build_engine_uses_intel_and_the_tenants_override(

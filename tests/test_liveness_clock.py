@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from conftest import wait_until
 from mimamori.cloud.jobs.runner import run_once
 from mimamori.protocol import Heartbeat, codec, topics
 from mimamori.simulators.services import Mosquitto
@@ -33,11 +35,7 @@ def ingested(broker: Mosquitto, plain_db: Any, topic_prefix: str) -> Iterator[st
         yield plain_db.dsn
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+_wait = functools.partial(wait_until, timeout=15.0)
 
 
 def _receipts(dsn: str, gateway: str) -> int:
@@ -79,9 +77,7 @@ def test_skewed_clock_is_not_offline_but_silence_is(
 
     # Five minutes of silence from both (10 intervals of 30 s): both are offline now.
     later = now + timedelta(minutes=5)
-    assert sorted(run_once(dsn, only=["liveness"], now=later)["liveness"]) == [
-        GW_SILENT, GW_SKEWED
-    ]
+    assert sorted(run_once(dsn, only=["liveness"], now=later)["liveness"]) == [GW_SILENT, GW_SKEWED]
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT gateway, alert_id FROM alerts WHERE category = 'gateway_offline' "
